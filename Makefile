@@ -1,0 +1,25 @@
+# The two commands the README promises: `make test` (everything, from a fresh machine) and
+# `make relay` (a local relay from the same templates the tests use, until Ansible lands).
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: test deps lint typecheck pytest relay
+
+test: deps lint typecheck pytest
+
+deps:
+	@scripts/install-deps.sh
+
+lint: deps
+	$(BIN)/ruff check milter tests scripts
+	$(BIN)/ruff format --check milter tests scripts
+
+typecheck: deps
+	$(BIN)/mypy
+
+pytest: deps
+	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+relay: deps
+	$(BIN)/python scripts/local_relay.py

@@ -1,0 +1,157 @@
+"""The `relayguard` command: argument parsing only; the work lives in the modules it calls."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from relayguard.config import Config, load_config
+from relayguard.errors import ConfigError
+from relayguard.server import serve
+from relayguard.testmessage import DryRunError, dry_run, format_result
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(asctime)s relayguard[%(process)d] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"configuration invalid ({len(exc.problems)} problem(s)):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relayguard", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    milter = commands.add_parser("milter", help="run the milter for Postfix")
+    _config_arg(milter)
+    milter.add_argument(
+        "--socket", help="override [milter] socket: unix:/path or inet:PORT@HOST (libmilter form)"
+    )
+    milter.add_argument("-v", "--verbose", action="store_true")
+    milter.set_defaults(handler=_milter)
+
+    check = commands.add_parser("check", help="validate the configuration; non-zero on problems")
+    _config_arg(check)
+    check.set_defaults(handler=_check)
+
+    sources = commands.add_parser("sources", help="registered sending sources")
+    source_commands = sources.add_subparsers(dest="sources_command", required=True)
+    listing = source_commands.add_parser("list", help="list sources and how they are identified")
+    _config_arg(listing)
+    listing.add_argument("--json", action="store_true", help="one JSON array")
+    listing.set_defaults(handler=_sources_list)
+
+    test = commands.add_parser(
+        "test-message", help="dry-run the whole pipeline on a message without sending it"
+    )
+    test.add_argument("file", type=Path, help="an RFC 5322 message (.eml)")
+    _config_arg(test)
+    test.add_argument("--source", required=True, help="the source to send as")
+    test.add_argument("--mail-from", help="envelope sender (default: the From address)")
+    test.add_argument(
+        "--rcpt", action="append", default=[], help="envelope recipient (repeatable; default: To)"
+    )
+    test.add_argument("--json", action="store_true", help="print one JSON object")
+    test.set_defaults(handler=_test_message)
+    return parser
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", type=Path, required=True, help="the relayguard.toml")
+
+
+def _milter(args: argparse.Namespace) -> int:
+    return serve(args.config, args.socket)
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(f"{args.config}: OK ({len(config.sources)} source(s), mode {config.relay.mode.value})")
+    for warning in config_warnings(config):
+        print(f"warning: {warning}")
+    return EXIT_OK
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Valid but probably not what the sysadmin meant."""
+    warnings = []
+    if config.relay.audit_log is None:
+        warnings.append(
+            f"{config.path}: relay.audit_log: not set; audit lines go to the milter log"
+        )
+    elif not config.relay.audit_log.parent.is_dir():
+        warnings.append(
+            f"{config.path}: relay.audit_log: directory {config.relay.audit_log.parent} missing"
+        )
+    if not config.relay.internal_domains:
+        warnings.append(
+            f"{config.path}: relay.internal_domains: empty; unregistered clients using your"
+            " domains are not called out"
+        )
+    return warnings
+
+
+def _sources_list(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    rows: list[dict[str, Any]] = [
+        {
+            "name": s.name,
+            "mode": config.mode_for(s).value,
+            "sasl_users": list(s.sasl_users),
+            "client_cert_subjects": list(s.client_cert_subjects),
+            "networks": [str(n) for n in s.networks],
+            "senders": sorted(s.senders.addresses) + sorted("@" + d for d in s.senders.domains),
+            "recipients": sorted(s.recipients.addresses)
+            + sorted("@" + d for d in s.recipients.domains),
+            "max_recipients": s.max_recipients,
+        }
+        for s in config.sources
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for row in rows:
+        identified = ", ".join(
+            [f"sasl:{u}" for u in row["sasl_users"]]
+            + [f"cert:{c}" for c in row["client_cert_subjects"]]
+            + [f"net:{n}" for n in row["networks"]]
+        )
+        print(f"{row['name']}  [{row['mode']}]  by {identified}")
+        print(f"    senders: {', '.join(row['senders'])}")
+        if row["recipients"]:
+            print(f"    recipients: {', '.join(row['recipients'])}")
+    return EXIT_OK
+
+
+def _test_message(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    try:
+        result = dry_run(config, args.file, args.source, args.mail_from, args.rcpt)
+    except DryRunError as exc:
+        print(f"relayguard test-message: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(result, indent=2) if args.json else format_result(result))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

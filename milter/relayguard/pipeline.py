@@ -1,0 +1,117 @@
+"""Runs the checks of a stage and combines their verdicts into one decision.
+
+The result is the most severe verdict. A check that raises becomes an *error* verdict with the
+configured failure action (tempfail by default): mail that was not checked must not pass silently.
+Monitor mode relaxes policy verdicts (they are audited as would_*) but never errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+
+from relayguard.checks import Check, Stage, Subject, recipients, sender
+from relayguard.checks import source as source_check
+from relayguard.config import Config, Source
+from relayguard.message import Client, Envelope, Message
+from relayguard.verdict import Action, Decision, Mode, Verdict
+
+log = logging.getLogger(__name__)
+
+BUILTIN_CHECKS: tuple[Check, ...] = (*sender.CHECKS, *recipients.CHECKS)
+
+
+class Pipeline:
+    """The ordered checks for one configuration snapshot."""
+
+    def __init__(self, config: Config, checks: Sequence[Check] = BUILTIN_CHECKS) -> None:
+        self.config = config
+        self.checks = {stage: tuple(c for c in checks if c.stage is stage) for stage in Stage}
+
+    def identify(self, client: Client) -> source_check.Identification:
+        return source_check.identify(self.config, client)
+
+    def at_mail(self, identification: source_check.Identification, envelope: Envelope) -> Decision:
+        subject = Subject(self.config, identification.source, envelope)
+        first = _timed(lambda: source_check.verdict(identification))
+        return self._run(Stage.MAIL, subject, (first,))
+
+    def at_rcpt(self, source: Source | None, envelope: Envelope, recipient: str) -> Decision:
+        return self._run(Stage.RCPT, Subject(self.config, source, envelope, recipient=recipient))
+
+    def at_end(
+        self, source: Source | None, message: Message, earlier: Iterable[Verdict] = ()
+    ) -> Decision:
+        """End of data. `earlier` verdicts (from MAIL/RCPT) shape the final outcome and trace."""
+        subject = Subject(self.config, source, message.envelope, message=message)
+        decision = self._run(Stage.END, subject, earlier)
+        return self._with_trace_header(decision, source)
+
+    def _run(self, stage: Stage, subject: Subject, done: Iterable[Verdict] = ()) -> Decision:
+        mode = self.config.mode_for(subject.source)
+        verdicts = list(done)
+        for check in self.checks[stage]:
+            if mode is Mode.ENFORCE and any(v.action is Action.REJECT for v in verdicts):
+                break  # nothing can make a rejection more severe; skip the remaining work
+            verdicts.append(self._guarded(check, subject))
+        return combine(verdicts, mode)
+
+    def _guarded(self, check: Check, subject: Subject) -> Verdict:
+        start = time.perf_counter()
+        try:
+            verdict = check.run(subject)
+        except Exception:
+            log.exception("check %s failed; applying error action", check.name)
+            verdict = Verdict(
+                check.name,
+                self.config.relay.error_action,
+                f"internal error in check {check.name}; see the milter log",
+                error=True,
+            )
+        elapsed = (time.perf_counter() - start) * 1000
+        return _with_elapsed(verdict, elapsed)
+
+    def _with_trace_header(self, decision: Decision, source: Source | None) -> Decision:
+        name = self.config.relay.trace_header
+        if not name or decision.action >= Action.TEMPFAIL:
+            return decision
+        value = (
+            f"source={source.name if source else 'none'}; mode={decision.mode.value};"
+            f" verdict={decision.outcome}"
+        )
+        deciding = decision.deciding
+        if deciding is not None:
+            value += f"; check={deciding.check}"
+        return replace(decision, headers=(*decision.headers, (name, value)))
+
+
+def combine(verdicts: Sequence[Verdict], mode: Mode) -> Decision:
+    """The most severe verdict wins; monitor mode lets policy refusals pass, never errors."""
+    policy_action = max((v.action for v in verdicts), default=Action.ACCEPT)
+    if mode is Mode.MONITOR:
+        action = max(
+            (v.action for v in verdicts if v.error or v.action is Action.TAG),
+            default=Action.ACCEPT,
+        )
+    else:
+        action = policy_action
+    reply = None
+    if action >= Action.TEMPFAIL:
+        deciding = max(
+            (v for v in verdicts if v.action is action), key=lambda v: v.error, default=None
+        )
+        reply = deciding.smtp_reply if deciding else None
+    headers = tuple(h for v in verdicts for h in v.headers) if action < Action.TEMPFAIL else ()
+    return Decision(action, policy_action, mode, tuple(verdicts), reply, headers)
+
+
+def _timed(produce: Callable[[], Verdict]) -> Verdict:
+    start = time.perf_counter()
+    verdict = produce()
+    return _with_elapsed(verdict, (time.perf_counter() - start) * 1000)
+
+
+def _with_elapsed(verdict: Verdict, elapsed_ms: float) -> Verdict:
+    return replace(verdict, elapsed_ms=round(elapsed_ms, 3))

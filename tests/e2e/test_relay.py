@@ -1,0 +1,174 @@
+"""End to end: a device sends through real Postfix + Dovecot SASL + the relayguard milter.
+
+Everything runs on loopback: the device is smtplib, the smarthost is an aiosmtpd sink, and the
+milter is the real `relayguard milter` process on a unix socket that Postfix's smtpd connects to.
+"""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import DEVICE_PASSWORD, DEVICE_USER, StackFactory
+from tests.support.milter_process import MilterProcess
+from tests.support.stack import RelayStack, make_dir, make_message
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+CONFIG = """
+[relay]
+mode = "{mode}"
+internal_domains = ["example.com"]
+audit_log = "{audit}"
+
+[milter]
+workers = 2
+socket_group = "postfix"
+
+[[sources]]
+name = "printer"
+sasl_users = ["{user}"]
+senders = ["scanner@example.com"]
+
+[[sources]]
+name = "legacy-ups"
+networks = ["127.0.0.1/32"]
+senders = ["ups@example.com"]
+"""
+
+
+class Relay:
+    """The running stack plus the milter feeding it, and what they recorded."""
+
+    def __init__(self, stack: RelayStack, milter: MilterProcess, audit: Path) -> None:
+        self.stack = stack
+        self.milter = milter
+        self.audit = audit
+
+    def audit_lines(self) -> list[dict[str, object]]:
+        if not self.audit.exists():
+            return []
+        return [json.loads(line) for line in self.audit.read_text().splitlines()]
+
+    def assert_nothing_delivered(self) -> None:
+        self.stack.postfix.flush()
+        time.sleep(1.0)  # give a wrongly queued message the chance to reach the sink
+        assert self.stack.sink.messages == []
+        assert self.stack.postfix.queue() == []
+
+
+@pytest.fixture
+def relay(e2e_dir: Path, postfix_stack: StackFactory) -> Iterator[Callable[..., Relay]]:
+    milters: list[MilterProcess] = []
+
+    def start(mode: str = "enforce") -> Relay:
+        directory = make_dir("milter-", e2e_dir)
+        audit = directory / "audit.jsonl"
+        config = directory / "relayguard.toml"
+        config.write_text(CONFIG.format(mode=mode, audit=audit, user=DEVICE_USER))
+        milter = MilterProcess(config, directory / "milter.sock", directory / "milter.log")
+        milters.append(milter.start())
+        stack = postfix_stack(milter.socket_path, mynetworks=["127.0.0.1/32"])
+        return Relay(stack, milter, audit)
+
+    yield start
+    for milter in milters:
+        milter.stop()
+
+
+def test_device_sends_over_submission_and_message_arrives_with_trace_header(
+    relay: Callable[..., Relay],
+) -> None:
+    r = relay()
+    message = make_message("scan 1", sender="Scanner <scanner@example.com>")
+    with r.stack.submission() as smtp:
+        smtp.send_message(message, to_addrs=["alice@example.com"])
+    received = r.stack.sink.wait_for(1)[0]
+    parsed = received.message()
+    assert parsed["X-Relayguard"] == "source=printer; mode=enforce; verdict=accept"
+    assert parsed["Message-ID"] == message["Message-ID"]
+    assert received.mail_from == "scanner@example.com"
+    line = r.audit_lines()[-1]
+    assert (line["source"], line["sasl_user"], line["action"]) == ("printer", DEVICE_USER, "accept")
+    assert line["queue_id"]  # Postfix's real queue id, to correlate with its log
+    assert str(line["queue_id"]) in r.stack.postfix.log_text()
+
+
+def test_implicit_tls_port_works_too(relay: Callable[..., Relay]) -> None:
+    r = relay()
+    with r.stack.smtps() as smtp:
+        smtp.send_message(make_message("scan 465", sender="scanner@example.com"),
+                          to_addrs=["alice@example.com"])  # fmt: skip
+    assert r.stack.sink.wait_for(1)[0].message()["X-Relayguard"].startswith("source=printer")
+
+
+def test_spoofed_from_is_refused_and_nothing_delivered(relay: Callable[..., Relay]) -> None:
+    r = relay()
+    spoofed = make_message("urgent wire transfer", sender="CEO <ceo@example.com>")
+    with r.stack.submission() as smtp, pytest.raises(smtplib.SMTPDataError) as refused:
+        smtp.send_message(spoofed, from_addr="scanner@example.com", to_addrs=["alice@example.com"])
+    assert refused.value.smtp_code == 550
+    assert refused.value.smtp_error.decode() == (
+        "5.7.1 From <ceo@example.com> is not allowed for source printer"
+    )
+    r.assert_nothing_delivered()
+    assert r.audit_lines()[-1]["outcome"] == "reject"
+
+
+def test_unauthorised_envelope_sender_refused_at_mail_from(relay: Callable[..., Relay]) -> None:
+    r = relay()
+    with r.stack.submission() as smtp:
+        code, text = smtp.mail("ceo@example.com")
+    assert code == 550
+    assert (
+        text.decode() == "5.7.1 Envelope sender <ceo@example.com> is not allowed for source printer"
+    )
+
+
+def test_wrong_password_fails_auth(relay: Callable[..., Relay]) -> None:
+    r = relay()
+    with r.stack.submission(login=False) as smtp, pytest.raises(smtplib.SMTPAuthenticationError):
+        smtp.login(DEVICE_USER, DEVICE_PASSWORD + "x")
+    r.assert_nothing_delivered()
+
+
+def test_legacy_device_identified_by_address_on_port_25(relay: Callable[..., Relay]) -> None:
+    r = relay()
+    with r.stack.smtp() as smtp:
+        smtp.send_message(make_message("on battery", sender="ups@example.com"),
+                          to_addrs=["it@example.com"])  # fmt: skip
+        code, _ = smtp.mail("scanner@example.com")  # the printer's identity, not the UPS's
+        assert code == 550
+    assert r.stack.sink.wait_for(1)[0].message()["X-Relayguard"].startswith("source=legacy-ups")
+
+
+def test_milter_down_means_temporary_failure_and_nothing_delivered(
+    relay: Callable[..., Relay],
+) -> None:
+    r = relay()
+    r.milter.stop()
+    # Postfix applies milter_default_action=tempfail at the first stage it needs the milter.
+    with pytest.raises(smtplib.SMTPResponseException) as failed, r.stack.submission() as smtp:
+        smtp.send_message(make_message("scan 2", sender="scanner@example.com"),
+                          to_addrs=["alice@example.com"])  # fmt: skip
+    assert 400 <= failed.value.smtp_code < 500
+    r.assert_nothing_delivered()
+
+
+def test_monitor_mode_delivers_and_audits_would_reject(relay: Callable[..., Relay]) -> None:
+    r = relay(mode="monitor")
+    spoofed = make_message("invoice", sender="CEO <ceo@example.com>")
+    with r.stack.submission() as smtp:
+        smtp.send_message(spoofed, from_addr="scanner@example.com", to_addrs=["alice@example.com"])
+    parsed = r.stack.sink.wait_for(1)[0].message()
+    assert parsed["X-Relayguard"] == (
+        "source=printer; mode=monitor; verdict=would_reject; check=header_identities"
+    )
+    line = r.audit_lines()[-1]
+    assert (line["action"], line["outcome"]) == ("accept", "would_reject")
+    assert DEVICE_PASSWORD not in r.audit.read_text()
