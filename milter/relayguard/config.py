@@ -11,6 +11,7 @@ import grp
 import ipaddress
 import pwd
 import re
+import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +22,6 @@ from relayguard.errors import ConfigError
 from relayguard.identities import IdentitySet, build_identity_set, parse_identity
 from relayguard.rfc5322 import ascii_lower
 from relayguard.verdict import Action, Mode
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
-    import tomli as tomllib  # type: ignore[no-redef]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

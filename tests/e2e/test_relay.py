@@ -172,3 +172,45 @@ def test_monitor_mode_delivers_and_audits_would_reject(relay: Callable[..., Rela
     line = r.audit_lines()[-1]
     assert (line["action"], line["outcome"]) == ("accept", "would_reject")
     assert DEVICE_PASSWORD not in r.audit.read_text()
+
+
+HEADER_TRICKS = [
+    b"From: Scanner <scanner@example.com>\r\nFrom : CEO <ceo@example.com>\r\n",
+    b"From: Scanner <scanner@example.com>\r\nFROM: CEO <ceo@example.com>\r\n",
+    b"From: Scanner <scanner@example.com>, CEO <ceo@example.com>\r\n",
+    b'From: "ceo@example.com" <scanner@example.com>\r\n',
+    b"From: =?utf-8?b?Y2VvQGV4YW1wbGUuY29t?= <scanner@example.com>\r\n",
+    b"From: Scanner <scanner@example.com>\r\nSender: ceo@example.com\r\n",
+    b"From: scanner@example.com (ceo@example.com)\r\n",
+    b"From: <@example.com:ceo@example.com>\r\n",
+    b"From: Scanner\r\n <ceo@example.com>\r\n",
+]
+
+
+@pytest.mark.parametrize("header", HEADER_TRICKS)
+def test_header_tricks_refused_through_real_postfix(
+    relay: Callable[..., Relay], header: bytes
+) -> None:
+    r = relay()
+    raw = header + b"To: alice@example.com\r\nSubject: tricks\r\n\r\nbody\r\n"
+    with r.stack.submission() as smtp, pytest.raises(smtplib.SMTPDataError) as refused:
+        smtp.sendmail("scanner@example.com", ["alice@example.com"], raw)
+    assert refused.value.smtp_code == 550
+    r.assert_nothing_delivered()
+
+
+def test_positive_controls_delivered_through_real_postfix(relay: Callable[..., Relay]) -> None:
+    r = relay()
+    controls = [
+        b'From: "Scanner HQ,\r\n 2nd floor" <scanner@example.com>\r\n',
+        b"From: =?utf-8?q?Sc=C3=A4nner?= <scanner@example.com>\r\n",
+        b"From: scanner@example.com (Scanner HQ)\r\n",
+    ]
+    with r.stack.submission() as smtp:
+        for header in controls:
+            smtp.sendmail(
+                "scanner@example.com",
+                ["alice@example.com"],
+                header + b"To: alice@example.com\r\nSubject: ok\r\n\r\nbody\r\n",
+            )
+    assert len(r.stack.sink.wait_for(len(controls))) == len(controls)
