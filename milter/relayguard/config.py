@@ -295,6 +295,22 @@ class _Builder:
         except KeyError:
             table.problem(key, f"no such {'group' if 'group' in key else 'user'} {name!r}")
 
+    def _cert_names(self, table: _Table) -> tuple[str, ...]:
+        """Postfix's {cert_subject} macro is the Common Name of a certificate it verified, not
+        the whole subject DN: accept 'CN=name' or 'name' and keep the name."""
+        names = []
+        for index, text in enumerate(table.strings("client_cert_subjects")):
+            name = text[3:] if text[:3].upper() == "CN=" else text
+            if not name or any(c in name for c in ",+=") or name != name.strip():
+                table.problem(
+                    f"client_cert_subjects[{index}]",
+                    f"{text!r}: give the certificate's Common Name (e.g. 'CN=erp.example.com');"
+                    " Postfix passes only the CN of a verified client certificate",
+                )
+            else:
+                names.append(name)
+        return tuple(names)
+
     def _identities(self, table: _Table, key: str) -> IdentitySet:
         valid = []
         for index, pattern in enumerate(table.strings(key)):
@@ -323,7 +339,7 @@ class _Builder:
             name=name,
             description=table.string("description"),
             sasl_users=table.strings("sasl_users"),
-            client_cert_subjects=table.strings("client_cert_subjects"),
+            client_cert_subjects=self._cert_names(table),
             networks=tuple(networks),
             senders=self._identities(table, "senders"),
             recipients=self._identities(table, "recipients"),

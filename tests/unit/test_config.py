@@ -35,7 +35,8 @@ def test_base_config_loads_into_frozen_snapshot(write_config: Callable[..., Path
     assert config.relay.mode is Mode.ENFORCE
     assert config.relay.error_action is Action.TEMPFAIL
     assert config.by_sasl_user["scanner-hq"].name == "scanner-hq"
-    assert config.by_cert_subject["CN=erp.example.com"].name == "erp"
+    # Postfix's {cert_subject} is the verified certificate's CN: 'CN=' is accepted and dropped.
+    assert config.by_cert_subject["erp.example.com"].name == "erp"
     assert config.mode_for(config.source("legacy-ups")) is Mode.MONITOR
     assert config.mode_for(config.source("erp")) is Mode.ENFORCE
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -88,6 +89,7 @@ def test_defaults_for_minimal_file(tmp_path: Path) -> None:
         (MINIMAL + "networks = ['192.0.2.300/32']\n", "sources[0].networks[0]: '192.0.2.300/32'"),
         (MINIMAL + "networks = ['192.0.2.10/24']\n", "has host bits set"),
         (MINIMAL + "networks = 'a'\n", "sources[0].networks: expected an array of strings"),
+        (MINIMAL + "client_cert_subjects = ['CN=a,O=b']\n", "give the certificate's Common Name"),
         ("sources = 1\n", "sources: expected an array of tables"),
         ("[[sources]\n", "TOML syntax error"),
     ],

@@ -18,7 +18,7 @@ from relayguard.verdict import Action, Decision, Mode, Verdict
 pytestmark = pytest.mark.unit
 
 SCANNER = Client(address="198.51.100.7", sasl_user="scanner-hq")
-ERP = Client(address="198.51.100.8", cert_subject="CN=erp.example.com")
+ERP = Client(address="198.51.100.8", cert_subject="erp.example.com")
 UPS = Client(address="192.0.2.5")
 STRANGER = Client(address="203.0.113.9")
 
