@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from tests.support.stack import (
     PostfixInstance,
     RelayStack,
     SmtpSink,
+    StackFactory,
     TlsFiles,
     free_ports,
     make_dir,
@@ -37,7 +38,7 @@ from tests.support.stack import (
 DEVICE_USER = "printer-1"
 DEVICE_PASSWORD = "correct horse battery staple"
 
-StackFactory = Callable[..., RelayStack]
+__all__ = ["DEVICE_PASSWORD", "DEVICE_USER", "StackFactory"]
 
 
 @pytest.fixture(scope="module")

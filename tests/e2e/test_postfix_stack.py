@@ -26,6 +26,9 @@ from tests.support.stack import (
     RelayStack,
     SmtpSink,
     StackError,
+    StackFactory,
+    TlsFiles,
+    device_tls_context,
     make_client_pki,
     make_dir,
     make_message,
@@ -34,8 +37,6 @@ from tests.support.stack import (
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(30)]
-
-StackFactory = Callable[..., RelayStack]
 
 RCPT = "someone@example.test"
 SENDER = "scanner@example.test"
@@ -173,15 +174,25 @@ def test_listeners_carry_their_own_policy_and_nothing_is_chrooted(
         "smtpd_client_event_limit_exceptions",
         "milter_socket",
         "message_size_limit",
+        "smtp_listen",
+        "submission_listen",
+        "smtps_listen",
+        "queue_directory",
+        "mail_owner",
     ],
 )
 def test_security_settings_have_no_silent_default(missing: str, tmp_path: Path) -> None:
     settings = _render_settings(tmp_path)
     del settings[missing]
 
-    with pytest.raises(jinja2.UndefinedError, match=missing):
-        render("main.cf.j2", postfix=settings)
-        render("master.cf.j2", postfix=settings)
+    errors = []
+    for template in ("main.cf.j2", "master.cf.j2"):
+        try:
+            render(template, postfix=settings)
+        except jinja2.UndefinedError as error:
+            errors.append(str(error))
+
+    assert any(missing in error for error in errors), errors
 
 
 def test_milter_lines_follow_the_socket_variable(tmp_path: Path) -> None:
@@ -196,8 +207,6 @@ def test_milter_lines_follow_the_socket_variable(tmp_path: Path) -> None:
 
 
 def _render_settings(base: Path, **overrides: Any) -> dict[str, Any]:
-    from tests.support.stack import TlsFiles
-
     tls = TlsFiles(base / "c.pem", base / "k.pem", "relay.test.invalid")
     ports = {"smtp": 10025, "submission": 10587, "smtps": 10465}
     return postfix_settings(base, tls=tls, relayhost="[127.0.0.1]:2525", ports=ports, **overrides)
@@ -232,7 +241,7 @@ def test_auth_is_offered_only_inside_tls_on_submission(postfix_stack: StackFacto
         client.ehlo("device.test")
         assert client.has_extn("starttls")
         assert not client.has_extn("auth")
-        client.starttls(context=_device_context())
+        client.starttls(context=device_tls_context())
         client.ehlo("device.test")
         assert client.has_extn("auth")
         assert {"PLAIN", "LOGIN"} <= set(client.esmtp_features["auth"].upper().split())
@@ -256,7 +265,7 @@ def test_port_25_never_offers_auth(postfix_stack: StackFactory) -> None:
     with stack.smtp() as client:
         assert not client.has_extn("auth")
         assert client.has_extn("starttls")
-        client.starttls(context=_device_context())
+        client.starttls(context=device_tls_context())
         client.ehlo("device.test")
         assert not client.has_extn("auth")
         code, _text = client.docmd(auth_plain("printer-1", "whatever"))
@@ -375,7 +384,8 @@ def refusal(send: Callable[[], None]) -> tuple[int, str]:
         code, text = next(iter(refused.recipients.values()))
         return code, text.decode()
     except smtplib.SMTPResponseException as refused:
-        return refused.smtp_code, refused.smtp_error.decode()
+        error = refused.smtp_error
+        return refused.smtp_code, error.decode() if isinstance(error, bytes) else error
     raise AssertionError("the relay accepted the message")
 
 
@@ -403,6 +413,7 @@ def test_unreachable_milter_tempfails_and_nothing_is_queued(
         for name, send in [("587", via_submission), ("465", via_smtps), ("25", via_port_25)]
     }
 
+    # Postfix 3.7 answers 454 to STARTTLS (587) and AUTH (465), 451 to MAIL (25).
     assert all(400 <= code < 500 for code, _text in replies.values()), replies
     assert stack.postfix.queue() == []
     stack.postfix.wait_for_log(r"milter-reject: MAIL from localhost\[127\.0\.0\.1\]: 451")
@@ -485,15 +496,21 @@ def test_bare_newline_cannot_smuggle_a_second_message(
 def test_unauthorised_pipelining_is_refused(postfix_stack: StackFactory) -> None:
     stack = postfix_stack(mynetworks=["127.0.0.1/32"])
 
-    with stack.raw(stack.smtp_port) as raw:
+    with stack.raw(stack.smtp_port, timeout=3.0) as raw:
         assert raw.read_reply()[0] == 220
         # RFC 2920 §3.1: EHLO must be the last command in a group.
         raw.send(b"EHLO device.test\r\nMAIL FROM:<" + SENDER.encode() + b">\r\n")
-        replies = [raw.read_reply()]
-        while replies[-1][0] == 250:
-            replies.append(raw.read_reply())
+        replies = []
+        while True:
+            try:
+                replies.append(raw.read_reply())
+            except (StackError, OSError):  # closed by the server, or silence
+                break
 
-    assert replies[-1][0] >= 500, replies
+    # smtpd_forbid_unauth_pipelining: refused and disconnected, not even EHLO answered.
+    assert [code for code, _text in replies] == [554], replies
+    assert "synchronization" in replies[0][1]
+    stack.postfix.wait_for_log(r"improper command pipelining after EHLO")
 
 
 # --- sizes -------------------------------------------------------------------
@@ -581,9 +598,3 @@ def test_ipv6_loopback_listener(postfix_stack: StackFactory) -> None:
     [received] = stack.sink.wait_for(1)
     assert received.subject == "over ipv6"
     assert "[IPv6:::1]" in str(received.message()["Received"])
-
-
-def _device_context() -> Any:
-    from tests.support.stack import device_tls_context
-
-    return device_tls_context()

@@ -16,7 +16,7 @@ import pytest
 
 from tests.e2e.conftest import DEVICE_PASSWORD, DEVICE_USER, StackFactory
 from tests.support.milter_process import MilterProcess
-from tests.support.stack import RelayStack, make_dir, make_message
+from tests.support.stack import RelayStack, make_client_pki, make_dir, make_message
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -39,6 +39,11 @@ senders = ["scanner@example.com"]
 name = "legacy-ups"
 networks = ["127.0.0.1/32"]
 senders = ["ups@example.com"]
+
+[[sources]]
+name = "erp"
+client_cert_subjects = ["CN=erp.devices.test"]
+senders = ["erp@example.com"]
 """
 
 
@@ -66,14 +71,14 @@ class Relay:
 def relay(e2e_dir: Path, postfix_stack: StackFactory) -> Iterator[Callable[..., Relay]]:
     milters: list[MilterProcess] = []
 
-    def start(mode: str = "enforce") -> Relay:
+    def start(mode: str = "enforce", **settings: object) -> Relay:
         directory = make_dir("milter-", e2e_dir)
         audit = directory / "audit.jsonl"
         config = directory / "relayguard.toml"
         config.write_text(CONFIG.format(mode=mode, audit=audit, user=DEVICE_USER))
         milter = MilterProcess(config, directory / "milter.sock", directory / "milter.log")
         milters.append(milter.start())
-        stack = postfix_stack(milter.socket_path, mynetworks=["127.0.0.1/32"])
+        stack = postfix_stack(milter.socket_path, mynetworks=["127.0.0.1/32"], **settings)
         return Relay(stack, milter, audit)
 
     yield start
@@ -214,3 +219,40 @@ def test_positive_controls_delivered_through_real_postfix(relay: Callable[..., R
                 header + b"To: alice@example.com\r\nSubject: ok\r\n\r\nbody\r\n",
             )
     assert len(r.stack.sink.wait_for(len(controls))) == len(controls)
+
+
+def test_device_identified_by_verified_client_certificate(
+    relay: Callable[..., Relay], e2e_dir: Path
+) -> None:
+    """Postfix verifies the certificate and passes its CN as {cert_subject}; no password needed."""
+    pki = make_client_pki(make_dir("erp-pki-", e2e_dir), client_cn="erp.devices.test")
+    r = relay(tls_client_ca_file=str(pki.ca_file))
+    with r.stack.submission(login=False, client=pki) as smtp:
+        smtp.send_message(make_message("invoice 42", sender="erp@example.com"),
+                          to_addrs=["alice@example.com"])  # fmt: skip
+        code, text = smtp.mail("scanner@example.com")
+        assert (code, text.decode()) == (
+            550, "5.7.1 Envelope sender <scanner@example.com> is not allowed for source erp"
+        )  # fmt: skip
+    parsed = r.stack.sink.wait_for(1)[0].message()
+    assert parsed["X-Relayguard"] == "source=erp; mode=enforce; verdict=accept"
+    assert r.audit_lines()[0]["cert_subject"] == "erp.devices.test"
+
+
+def test_header_longer_than_a_milter_packet_gets_a_definite_answer(
+    relay: Callable[..., Relay],
+) -> None:
+    """header_size_limit (60,000) keeps every header below libmilter's 64 KB packet limit, so
+    Postfix truncates the header instead of retrying a message the milter can never read."""
+    r = relay()
+    raw = (
+        b"From: scanner@example.com\r\nTo: alice@example.com\r\nSubject: long\r\n"
+        b"X-Long: " + b"a" * 70_000 + b"\r\n\r\nbody\r\n"
+    )
+    with r.stack.submission() as smtp:
+        smtp.sendmail("scanner@example.com", ["alice@example.com"], raw)
+        smtp.send_message(make_message("next one", sender="scanner@example.com"),
+                          to_addrs=["alice@example.com"])  # fmt: skip
+    delivered = r.stack.sink.wait_for(2)
+    assert len(delivered[0].data) < 65_000
+    assert all(m.message()["X-Relayguard"].endswith("verdict=accept") for m in delivered)

@@ -34,7 +34,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -910,8 +910,9 @@ class RelayStack:
             self._login(smtp)
         return smtp
 
-    def raw(self, port: int, *, implicit_tls: bool = False) -> RawSmtp:
-        return RawSmtp(self.host, port, implicit_tls=implicit_tls)
+    def raw(self, port: int, *, implicit_tls: bool = False, timeout: float = 10.0) -> RawSmtp:
+        """A line-level client on ``port`` (greeting not yet read)."""
+        return RawSmtp(self.host, port, implicit_tls=implicit_tls, timeout=timeout)
 
     def _login(self, smtp: smtplib.SMTP) -> None:
         if self.username is None or self.password is None:
@@ -920,6 +921,10 @@ class RelayStack:
 
     def iter_log_lines(self) -> Iterator[str]:
         yield from self.postfix.log_text().splitlines()
+
+
+StackFactory = Callable[..., RelayStack]
+"""What the ``postfix_stack`` fixture yields: ``(milter_socket=None, **settings) -> RelayStack``."""
 
 
 __all__ = [
@@ -934,6 +939,7 @@ __all__ = [
     "RelayStack",
     "SmtpSink",
     "StackError",
+    "StackFactory",
     "TlsFiles",
     "device_tls_context",
     "free_port",
