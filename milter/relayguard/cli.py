@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,12 @@ from relayguard.testmessage import DryRunError, dry_run, format_result
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+
+Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+# Feature modules add their subcommands with one entry here: a function that receives the
+# top-level subparsers and registers its commands (each with set_defaults(handler=...)).
+COMMANDS: tuple[Callable[[Subcommands], None], ...] = ()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     milter = commands.add_parser("milter", help="run the milter for Postfix")
-    _config_arg(milter)
+    add_config_arg(milter)
     milter.add_argument(
         "--socket", help="override [milter] socket: unix:/path or inet:PORT@HOST (libmilter form)"
     )
@@ -50,13 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     milter.set_defaults(handler=_milter)
 
     check = commands.add_parser("check", help="validate the configuration; non-zero on problems")
-    _config_arg(check)
+    add_config_arg(check)
     check.set_defaults(handler=_check)
 
     sources = commands.add_parser("sources", help="registered sending sources")
     source_commands = sources.add_subparsers(dest="sources_command", required=True)
     listing = source_commands.add_parser("list", help="list sources and how they are identified")
-    _config_arg(listing)
+    add_config_arg(listing)
     listing.add_argument("--json", action="store_true", help="one JSON array")
     listing.set_defaults(handler=_sources_list)
 
@@ -64,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
         "test-message", help="dry-run the whole pipeline on a message without sending it"
     )
     test.add_argument("file", type=Path, help="an RFC 5322 message (.eml)")
-    _config_arg(test)
+    add_config_arg(test)
     test.add_argument("--source", required=True, help="the source to send as")
     test.add_argument("--mail-from", help="envelope sender (default: the From address)")
     test.add_argument(
@@ -72,10 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     test.add_argument("--json", action="store_true", help="print one JSON object")
     test.set_defaults(handler=_test_message)
+    for add_commands in COMMANDS:
+        add_commands(commands)
     return parser
 
 
-def _config_arg(parser: argparse.ArgumentParser) -> None:
+def add_config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", type=Path, required=True, help="the relayguard.toml")
 
 

@@ -2,7 +2,8 @@
 
 The result is the most severe verdict. A check that raises becomes an *error* verdict with the
 configured failure action (tempfail by default): mail that was not checked must not pass silently.
-Monitor mode relaxes policy verdicts (they are audited as would_*) but never errors.
+Monitor mode relaxes policy verdicts (they are audited as would_*) but never errors. At end of
+data, the transforms (headers, signature) then run on what will be delivered.
 """
 
 from __future__ import annotations
@@ -12,23 +13,31 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
-from relayguard.checks import Check, Stage, Subject, recipients, sender
+from relayguard import registry
+from relayguard.checks import Check, Stage, Subject
 from relayguard.checks import source as source_check
 from relayguard.config import Config, Source
 from relayguard.message import Client, Envelope, Message
+from relayguard.transforms import Transform
 from relayguard.verdict import Action, Decision, Mode, Verdict
 
 log = logging.getLogger(__name__)
 
-BUILTIN_CHECKS: tuple[Check, ...] = (*sender.CHECKS, *recipients.CHECKS)
-
 
 class Pipeline:
-    """The ordered checks for one configuration snapshot."""
+    """The ordered checks and transforms for one configuration snapshot."""
 
-    def __init__(self, config: Config, checks: Sequence[Check] = BUILTIN_CHECKS) -> None:
+    def __init__(
+        self, config: Config, checks: Sequence[Check], transforms: Sequence[Transform] = ()
+    ) -> None:
         self.config = config
         self.checks = {stage: tuple(c for c in checks if c.stage is stage) for stage in Stage}
+        self.transforms = tuple(transforms)
+
+    @classmethod
+    def for_config(cls, config: Config) -> Pipeline:
+        """The pipeline registry.py describes, built for this snapshot."""
+        return cls(config, registry.build_checks(config), registry.build_transforms(config))
 
     def identify(self, client: Client) -> source_check.Identification:
         return source_check.identify(self.config, client)
@@ -47,7 +56,11 @@ class Pipeline:
         """End of data. `earlier` verdicts (from MAIL/RCPT) shape the final outcome and trace."""
         subject = Subject(self.config, source, message.envelope, message=message)
         decision = self._run(Stage.END, subject, earlier)
-        return self._with_trace_header(decision, source)
+        for transform in self.transforms:
+            if decision.action >= Action.TEMPFAIL:
+                break  # nothing more to change on a message that will not be delivered
+            decision = self._transformed(transform, subject, decision)
+        return decision
 
     def _run(self, stage: Stage, subject: Subject, done: Iterable[Verdict] = ()) -> Decision:
         mode = self.config.mode_for(subject.source)
@@ -73,18 +86,18 @@ class Pipeline:
         elapsed = (time.perf_counter() - start) * 1000
         return _with_elapsed(verdict, elapsed)
 
-    def _with_trace_header(self, decision: Decision, source: Source | None) -> Decision:
-        name = self.config.relay.trace_header
-        if not name or decision.action >= Action.TEMPFAIL:
-            return decision
-        value = (
-            f"source={source.name if source else 'none'}; mode={decision.mode.value};"
-            f" verdict={decision.outcome}"
-        )
-        deciding = decision.deciding
-        if deciding is not None:
-            value += f"; check={deciding.check}"
-        return replace(decision, headers=(*decision.headers, (name, value)))
+    def _transformed(self, transform: Transform, subject: Subject, decision: Decision) -> Decision:
+        try:
+            return transform.run(subject, decision)
+        except Exception:
+            log.exception("transform %s failed; applying error action", transform.name)
+            error = Verdict(
+                transform.name,
+                self.config.relay.error_action,
+                f"internal error in {transform.name}; see the milter log",
+                error=True,
+            )
+            return combine([*decision.verdicts, error], decision.mode)
 
 
 def combine(verdicts: Sequence[Verdict], mode: Mode) -> Decision:

@@ -16,6 +16,7 @@ from relayguard.audit import AuditLog
 from relayguard.config import Config, load_config
 from relayguard.errors import ConfigError
 from relayguard.pipeline import Pipeline
+from relayguard.registry import Observer, build_observers
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +26,13 @@ class Runtime:
     config: Config
     pipeline: Pipeline
     audit: AuditLog
+    observers: tuple[Observer, ...] = ()
 
     @classmethod
     def build(cls, config: Config, audit: AuditLog | None = None) -> Runtime:
         if audit is None or audit.path != config.relay.audit_log:
             audit = AuditLog(config.relay.audit_log)
-        return cls(config, Pipeline(config), audit)
+        return cls(config, Pipeline.for_config(config), audit, build_observers(config))
 
 
 class RuntimeHolder:

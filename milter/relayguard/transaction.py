@@ -99,8 +99,9 @@ class Transaction:
         self.audited = True
         if not self.audit_enabled:
             return decision
+        record = self._record(stage, decision, message)
         try:
-            self.runtime.audit.write(self._record(stage, decision, message))
+            self.runtime.audit.write(record)
         except AuditError as exc:
             log.error("%s: %s", self.queue_id or "NOQUEUE", exc)
             if decision.action < Action.TEMPFAIL:
@@ -111,6 +112,11 @@ class Transaction:
                     decision.verdicts,
                     AUDIT_FAILURE,
                 )
+        for observe in self.runtime.observers:
+            try:
+                observe(record)
+            except Exception:  # an observer (metrics) must never change what happens to mail
+                log.exception("observer %r failed", observe)
         return decision
 
     def _record(self, stage: str, decision: Decision, message: Message | None) -> dict[str, Any]:

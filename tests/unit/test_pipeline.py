@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from relayguard import registry
 from relayguard.checks import Check, Stage
 from relayguard.config import Config, load_config
 from relayguard.message import Client, message_from_bytes
 from relayguard.pipeline import Pipeline, combine
 from relayguard.runtime import Runtime
 from relayguard.transaction import Transaction
+from relayguard.transforms import Transform
 from relayguard.verdict import Action, Decision, Mode, Verdict
 
 pytestmark = pytest.mark.unit
@@ -67,12 +70,14 @@ def run(
     ],
 )
 def test_identification(config: Config, client: Client, expected: str | None) -> None:
-    identification = Pipeline(config).identify(client)
+    identification = Pipeline.for_config(config).identify(client)
     assert (identification.source.name if identification.source else None) == expected
 
 
 def test_unknown_sasl_user_reason_names_the_login(config: Config) -> None:
-    identification = Pipeline(config).identify(Client(address="192.0.2.5", sasl_user="mallory"))
+    identification = Pipeline.for_config(config).identify(
+        Client(address="192.0.2.5", sasl_user="mallory")
+    )
     assert identification.reason == "SASL user 'mallory' is not registered to any source"
 
 
@@ -269,3 +274,49 @@ def test_enforce_stops_after_a_rejection(config: Config, data: Path) -> None:
     decision = pipeline.at_mail(identification, tx.envelope)
     assert decision.action is Action.REJECT
     assert calls == []
+
+
+def test_failing_transform_is_tempfail_so_mail_never_leaves_half_done(
+    config: Config, data: Path
+) -> None:
+    def unsignable(subject: object, decision: Decision) -> Decision:
+        raise OSError("key unreadable")
+
+    tx, _ = run(config, SCANNER, data / "good.eml")
+    message = message_from_bytes((data / "good.eml").read_bytes(), tx.envelope)
+    pipeline = Pipeline(config, (), (Transform("dkim", unsignable),))
+    decision = pipeline.at_end(config.source("scanner-hq"), message)
+    assert decision.action is Action.TEMPFAIL
+    assert str(decision.reply) == "451 4.7.0 internal error in dkim; see the milter log"
+    assert decision.headers == ()
+
+
+def test_transforms_skip_messages_that_are_refused(config: Config, data: Path) -> None:
+    calls: list[str] = []
+
+    def spy(subject: object, decision: Decision) -> Decision:
+        calls.append("called")
+        return decision
+
+    tx, _ = run(config, SCANNER, data / "spoofed_from.eml")
+    message = message_from_bytes((data / "spoofed_from.eml").read_bytes(), tx.envelope)
+    pipeline = Pipeline(config, registry.build_checks(config), (Transform("spy", spy),))
+    assert pipeline.at_end(config.source("scanner-hq"), message).action is Action.REJECT
+    assert calls == []
+
+
+def test_failing_observer_does_not_change_the_decision(config: Config, data: Path) -> None:
+    seen: list[str] = []
+
+    def broken(record: object) -> None:
+        raise RuntimeError("metrics backend gone")
+
+    runtime = replace(
+        Runtime.build(config), observers=(broken, lambda r: seen.append(r["outcome"]))
+    )
+    tx = Transaction(runtime, SCANNER)
+    tx.mail("<scanner@example.com>")
+    tx.rcpt("<alice@example.com>")
+    message = message_from_bytes((data / "good.eml").read_bytes(), tx.envelope)
+    assert tx.end(message.headers, message.body, message.size).action is Action.ACCEPT
+    assert seen == ["accept"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from relayguard.checks import Check, Stage, Subject
+from relayguard.config import Config
 from relayguard.rfc5322 import HeaderViolation, parse_envelope_address
 from relayguard.verdict import Action, Reply, Verdict
 
@@ -34,4 +35,5 @@ def check_recipient(subject: Subject) -> Verdict:
     return Verdict(NAME, Action.ACCEPT, f"<{mailbox.address}>")
 
 
-CHECKS = (Check(NAME, Stage.RCPT, check_recipient),)
+def checks(config: Config) -> tuple[Check, ...]:
+    return (Check(NAME, Stage.RCPT, check_recipient),)

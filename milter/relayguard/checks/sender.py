@@ -10,6 +10,7 @@ displays.
 from __future__ import annotations
 
 from relayguard.checks import Check, Stage, Subject
+from relayguard.config import Config
 from relayguard.rfc5322 import (
     HeaderViolation,
     Mailbox,
@@ -96,7 +97,8 @@ def check_header_identities(subject: Subject) -> Verdict:
     return Verdict(HEADERS, Action.ACCEPT, ", ".join(checked))
 
 
-CHECKS = (
-    Check(ENVELOPE, Stage.MAIL, check_envelope_sender),
-    Check(HEADERS, Stage.END, check_header_identities),
-)
+def checks(config: Config) -> tuple[Check, ...]:
+    return (
+        Check(ENVELOPE, Stage.MAIL, check_envelope_sender),
+        Check(HEADERS, Stage.END, check_header_identities),
+    )

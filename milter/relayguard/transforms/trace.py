@@ -1,0 +1,30 @@
+"""The trace header: which source sent the message and what relayguard decided."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from relayguard.checks import Subject
+from relayguard.config import Config
+from relayguard.transforms import Transform
+from relayguard.verdict import Decision
+
+NAME = "trace_header"
+
+
+def add_trace_header(subject: Subject, decision: Decision) -> Decision:
+    name = subject.config.relay.trace_header
+    source = subject.source
+    value = (
+        f"source={source.name if source else 'none'}; mode={decision.mode.value};"
+        f" verdict={decision.outcome}"
+    )
+    deciding = decision.deciding
+    if deciding is not None:
+        value += f"; check={deciding.check}"
+    return replace(decision, headers=(*decision.headers, (name, value)))
+
+
+def transforms(config: Config) -> tuple[Transform, ...]:
+    """None when the sysadmin turned the header off (trace_header = "")."""
+    return (Transform(NAME, add_trace_header),) if config.relay.trace_header else ()
