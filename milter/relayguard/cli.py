@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relayguard.config import Config, load_config
 from relayguard.errors import ConfigError
@@ -19,7 +19,8 @@ EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 
-Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+if TYPE_CHECKING:
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 # Feature modules add their subcommands with one entry here: a function that receives the
 # top-level subparsers and registers its commands (each with set_defaults(handler=...)).
