@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: test deps lint typecheck pytest relay
+.PHONY: test deps lint typecheck pytest relay bench
 
 test: deps lint typecheck pytest
 
@@ -23,3 +23,7 @@ pytest: deps
 
 relay: deps
 	$(BIN)/python scripts/local_relay.py
+
+# Not part of `make test`: minutes of load, written to bench/results/ (see bench/README.md).
+bench: deps
+	$(BIN)/python bench/run.py $(BENCH_ARGS)

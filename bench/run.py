@@ -1,0 +1,467 @@
+"""The relayguard benchmark: throughput against bare Postfix in the same run, latency, CPU, memory.
+
+Every variant is a real Postfix instance from the project's templates, on loopback, delivering to
+Postfix's own `smtp-sink`; the load comes from Postfix's `smtp-source` on the port-25 listener
+(the source is identified by address). Variants differ only in the milter behind `smtpd_milters`:
+
+  bare         no milter
+  floor        the smallest pymilter milter, accepting everything (the protocol's own cost)
+  relayguard-N relayguard with the built-in checks (source, sender, recipients), N worker processes
+
+Throughput on these machines is noisy (±15 % run to run), so each repeat runs every variant, in a
+rotated order, and the report gives per-repeat ratios as well as medians. Results are written as
+Markdown under bench/results/. Run: `make bench` (or `.venv/bin/python bench/run.py --help`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import smtplib
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.milter_process import MilterProcess  # noqa: E402
+from tests.support.stack import (  # noqa: E402
+    PostfixInstance,
+    free_ports,
+    make_dir,
+    make_self_signed,
+    postfix_settings,
+)
+
+SENDER = "bench@example.com"
+RECIPIENT = "sink@example.net"
+SIZES = {"10k": 10_240, "100k": 102_400, "2m": 2_097_152}
+CONFIG = """
+[relay]
+mode = "enforce"
+internal_domains = ["example.com"]
+audit_log = "{audit}"
+
+[milter]
+workers = {workers}
+socket_group = "postfix"
+
+[[sources]]
+name = "bench"
+networks = ["127.0.0.1/32"]
+senders = ["{sender}"]
+"""
+
+
+@dataclass
+class Variant:
+    name: str
+    workers: int = 0  # relayguard worker processes; 0 = no relayguard
+    floor: bool = False
+    postfix: PostfixInstance | None = None
+    milter: MilterProcess | None = None
+    floor_process: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+    def milter_pids(self) -> list[int]:
+        if self.milter is not None:
+            return [self.milter.pid, *self.milter.workers()]
+        if self.floor_process is not None:
+            return [self.floor_process.pid]
+        return []
+
+
+@dataclass
+class Run:
+    variant: str
+    size: str
+    concurrency: int
+    repeat: int
+    messages: int
+    seconds: float
+    machine_cpu_ms: float  # whole machine (Postfix + milter + load generator) per message
+    milter_cpu_ms: float  # milter processes only, per message
+    milter_rss_mb: float  # sum of the milter processes' peak RSS (VmHWM)
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+
+@dataclass
+class Latency:
+    variant: str
+    size: str
+    samples: list[float] = field(default_factory=list)  # ms from MAIL FROM to end-of-DATA reply
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.samples)
+        index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+        return ordered[index]
+
+
+def message_file(directory: Path, size: int) -> Path:
+    """A device-like message of about SIZE bytes (smtp-source adds CRLF and dot-stuffing)."""
+    path = directory / f"message-{size}.txt"
+    head = (
+        f"From: Bench Device <{SENDER}>\nTo: <{RECIPIENT}>\nSubject: benchmark\n"
+        "MIME-Version: 1.0\nContent-Type: text/plain; charset=us-ascii\n\n"
+    )
+    line = "The quick brown fox jumps over the lazy dog, 0123456789 ABCDEFGHIJ.\n"
+    body = line * max(1, (size - len(head)) // len(line))
+    path.write_text(head + body)
+    return path
+
+
+def cpu_jiffies(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def machine_busy_jiffies() -> int:
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(values) - values[3] - values[4]  # minus idle and iowait
+
+
+def peak_rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def queue_empty(postfix: PostfixInstance) -> bool:
+    for sub in ("maildrop", "incoming", "active", "deferred", "hold"):
+        for _, _, files in os.walk(postfix.queue_directory / sub):
+            if files:
+                return False
+    return True
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.base = make_dir("relayguard-bench-")
+        self.tls = make_self_signed(make_dir("tls-", self.base))
+        self.sink_port = free_ports(1)[0]
+        self.sink: subprocess.Popen[bytes] | None = None
+        self.variants: list[Variant] = []
+        self.hz = os.sysconf("SC_CLK_TCK")
+
+    def start(self) -> None:
+        sink_log = (self.base / "smtp-sink.log").open("wb")
+        self.sink = subprocess.Popen(
+            ["/usr/sbin/smtp-sink", "-u", "postfix", f"127.0.0.1:{self.sink_port}", "1024"],
+            stdout=sink_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        for name in self.args.variants:
+            variant = Variant(name)
+            if name == "floor":
+                variant.floor = True
+            elif name.startswith("relayguard-"):
+                variant.workers = int(name.split("-", 1)[1])
+            elif name != "bare":
+                raise SystemExit(f"unknown variant {name!r}")
+            self._start_variant(variant)
+            self.variants.append(variant)
+
+    def _start_variant(self, variant: Variant) -> None:
+        directory = make_dir(f"{variant.name}-", self.base)
+        socket_path = None
+        if variant.workers:
+            config = directory / "relayguard.toml"
+            config.write_text(
+                CONFIG.format(
+                    audit=directory / "audit.jsonl", workers=variant.workers, sender=SENDER
+                )
+            )
+            variant.milter = MilterProcess(
+                config, directory / "milter.sock", directory / "milter.log"
+            )
+            variant.milter.start()
+            socket_path = variant.milter.socket_path
+        elif variant.floor:
+            socket_path = directory / "floor.sock"
+            log = (directory / "floor.log").open("wb")
+            variant.floor_process = subprocess.Popen(
+                [sys.executable, str(ROOT / "bench/floor_milter.py"), f"unix:{socket_path}"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            while not socket_path.exists():
+                time.sleep(0.05)
+        smtp, submission, smtps = free_ports(3)
+        variant.port = smtp
+        settings = postfix_settings(
+            make_dir("postfix-", directory),
+            tls=self.tls,
+            relayhost=f"[127.0.0.1]:{self.sink_port}",
+            ports={"smtp": smtp, "submission": submission, "smtps": smtps},
+            milter_socket=f"unix:{socket_path}" if socket_path else None,
+            mynetworks=["127.0.0.1/32"],
+            # The benchmark measures throughput, not anvil's protection against it.
+            smtpd_client_connection_count_limit=0,
+            smtpd_client_connection_rate_limit=0,
+            smtpd_client_message_rate_limit=0,
+            smtpd_client_recipient_rate_limit=0,
+            smtpd_client_event_limit_exceptions=["127.0.0.1"],
+            message_size_limit=50_000_000,
+        )
+        variant.postfix = PostfixInstance(settings)
+        variant.postfix.write_config()
+        variant.postfix.check()
+        variant.postfix.start()
+
+    def stop(self) -> None:
+        for variant in self.variants:
+            if variant.postfix is not None:
+                variant.postfix.stop()
+            if variant.milter is not None:
+                variant.milter.stop()
+            if variant.floor_process is not None:
+                variant.floor_process.send_signal(signal.SIGKILL)
+                variant.floor_process.wait()
+        if self.sink is not None:
+            self.sink.kill()
+            self.sink.wait()
+        if not self.args.keep:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def load(self, variant: Variant, size: str, concurrency: int, repeat: int) -> Run:
+        """smtp-source sends N messages; the run ends when Postfix's queue is empty again."""
+        assert variant.postfix is not None
+        count = self.args.messages[size]
+        source = message_file(self.base, SIZES[size])
+        pids = variant.milter_pids()
+        milter_before = sum(cpu_jiffies(pid) for pid in pids)
+        machine_before = machine_busy_jiffies()
+        started = time.perf_counter()
+        subprocess.run(
+            ["/usr/sbin/smtp-source", "-s", str(concurrency), "-m", str(count), "-F", str(source),
+             "-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{variant.port}"],
+            check=True, timeout=600, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        while not queue_empty(variant.postfix):
+            time.sleep(0.01)
+        seconds = time.perf_counter() - started
+        machine_ms = (machine_busy_jiffies() - machine_before) * 1000 / self.hz / count
+        milter_ms = (sum(cpu_jiffies(pid) for pid in pids) - milter_before) * 1000 / self.hz
+        return Run(
+            variant.name, size, concurrency, repeat, count, seconds, machine_ms,
+            milter_ms / count, peak_rss_mb(pids),
+        )  # fmt: skip
+
+    def latency(self, variant: Variant, size: str, concurrency: int) -> Latency:
+        """Per message: MAIL FROM to the end-of-data reply, C clients on persistent sessions."""
+        result = Latency(variant.name, size)
+        raw = message_file(self.base, SIZES[size]).read_bytes().replace(b"\n", b"\r\n")
+        per_client = max(1, self.args.latency_messages // concurrency)
+        lock = threading.Lock()
+
+        def client() -> None:
+            with smtplib.SMTP("127.0.0.1", variant.port, timeout=60) as smtp:
+                smtp.ehlo("bench.test")
+                for _ in range(per_client):
+                    started = time.perf_counter()
+                    smtp.sendmail(SENDER, [RECIPIENT], raw)
+                    with lock:
+                        result.samples.append((time.perf_counter() - started) * 1000)
+
+        threads = [threading.Thread(target=client) for _ in range(concurrency)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert variant.postfix is not None
+        while not queue_empty(variant.postfix):
+            time.sleep(0.01)
+        return result
+
+    def runs(self) -> Iterator[Run]:
+        for size in self.args.sizes:
+            for concurrency in self.args.concurrency:
+                for repeat in range(self.args.repeats):
+                    # Rotate the order so no variant always runs first (warm caches, drift).
+                    shift = repeat % len(self.variants)
+                    for variant in self.variants[shift:] + self.variants[:shift]:
+                        run = self.load(variant, size, concurrency, repeat)
+                        print(
+                            f"{size:>5} c={concurrency:<3} #{repeat} {variant.name:<13}"
+                            f" {run.rate:8.1f} msg/s  milter {run.milter_cpu_ms:6.2f} ms/msg",
+                            flush=True,
+                        )
+                        yield run
+
+
+def report(bench: Bench, runs: list[Run], latencies: list[Latency]) -> str:
+    args = bench.args
+    names = [v.name for v in bench.variants]
+    lines = [
+        f"# relayguard benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        "## Machine",
+        "",
+        f"- {os.cpu_count()} cores, {platform.processor() or platform.machine()},"
+        f" {_cpu_model()}, {_mem_total()} memory",
+        f"- Python {platform.python_version()}, Postfix {_postfix_version()},"
+        f" kernel {platform.release()}",
+        f"- {args.repeats} repeats, variants alternated in rotated order within each repeat;"
+        f" messages per run: {', '.join(f'{s}={args.messages[s]}' for s in args.sizes)}",
+        "- throughput = messages / (first SMTP connection .. Postfix queue empty again); load from"
+        " `smtp-source` on the port-25 listener, delivery to `smtp-sink`, all on loopback",
+        "",
+        "## Throughput (median msg/s, ratio to bare Postfix in the same repeat)",
+        "",
+    ]
+    header = "| size | concurrency | " + " | ".join(names) + " |"
+    lines += [header, "|" + " --- |" * (len(names) + 2)]
+    ratio_rows = []
+    for size in args.sizes:
+        for concurrency in args.concurrency:
+            bare = by_repeat(runs, "bare", size, concurrency)
+            cells, ratios = [], {}
+            for name in names:
+                own = by_repeat(runs, name, size, concurrency)
+                ratios[name] = [rate / bare[rep] for rep, rate in own.items() if rep in bare]
+                median_ratio = f" ({statistics.median(ratios[name]):.2f})" if ratios[name] else ""
+                cells.append(f"{statistics.median(own.values()):.0f}{median_ratio}")
+            lines.append(f"| {size} | {concurrency} | " + " | ".join(cells) + " |")
+            ratio_rows.append((size, concurrency, ratios))
+    lines += ["", "### Per-repeat ratios to bare Postfix", ""]
+    for size, concurrency, ratios in ratio_rows:
+        for name in names:
+            if name != "bare" and ratios[name]:
+                values = ", ".join(f"{v:.2f}" for v in ratios[name])
+                lines.append(f"- {size} c={concurrency} {name}: {values}")
+    if "floor" in names:
+        lines += ["", "### Against the protocol floor (relayguard / floor, same repeat)", ""]
+        for size in args.sizes:
+            for concurrency in args.concurrency:
+                floor = by_repeat(runs, "floor", size, concurrency)
+                for name in (n for n in names if n.startswith("relayguard")):
+                    own = by_repeat(runs, name, size, concurrency)
+                    values = [rate / floor[rep] for rep, rate in own.items() if rep in floor]
+                    lines.append(
+                        f"- {size} c={concurrency} {name}: median {statistics.median(values):.2f}"
+                        f" (repeats: {', '.join(f'{v:.2f}' for v in values)})"
+                    )
+    lines += ["", "## CPU and memory (medians)", "",
+              "| size | variant | machine CPU ms/msg | milter CPU ms/msg | milter peak RSS MB |",
+              "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for size in args.sizes:
+        for name in names:
+            own = [r for r in runs if (r.variant, r.size) == (name, size)]
+            lines.append(
+                f"| {size} | {name} | {statistics.median(r.machine_cpu_ms for r in own):.2f}"
+                f" | {statistics.median(r.milter_cpu_ms for r in own):.2f}"
+                f" | {max(r.milter_rss_mb for r in own):.1f} |"
+            )
+    if latencies:
+        lines += ["", f"## Latency (ms, MAIL FROM to end-of-data reply, {args.latency_concurrency}"
+                  " concurrent persistent sessions)", "",
+                  "| size | variant | p50 | p95 | p99 | added p50 | added p95 | added p99 |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for size in args.sizes:
+            bare = next((x for x in latencies if (x.variant, x.size) == ("bare", size)), None)
+            for lat in (x for x in latencies if x.size == size):
+                p = [lat.percentile(q) for q in (50, 95, 99)]
+                added = (
+                    [v - bare.percentile(q) for v, q in zip(p, (50, 95, 99), strict=True)]
+                    if bare
+                    else []
+                )
+                lines.append(
+                    f"| {size} | {lat.variant} | "
+                    + " | ".join(f"{v:.1f}" for v in p)
+                    + " | "
+                    + (" | ".join(f"{v:+.1f}" for v in added) if added else "- | - | -")
+                    + " |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def by_repeat(runs: list[Run], name: str, size: str, concurrency: int) -> dict[int, float]:
+    """Throughput of one variant and load, keyed by repeat, for same-repeat ratios."""
+    key = (name, size, concurrency)
+    return {r.repeat: r.rate for r in runs if (r.variant, r.size, r.concurrency) == key}
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def _mem_total() -> str:
+    kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return f"{kb / 1024 / 1024:.0f} GiB"
+
+
+def _postfix_version() -> str:
+    out = subprocess.run(
+        ["postconf", "-d", "-h", "mail_version"], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--variants", default="bare,floor,relayguard-1,relayguard-2")
+    parser.add_argument("--sizes", default="10k,100k,2m")
+    parser.add_argument("--concurrency", default="8")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--messages", default="10k=400,100k=200,2m=20",
+                        help="messages per run, per size")  # fmt: skip
+    parser.add_argument("--latency-messages", type=int, default=400)
+    parser.add_argument("--latency-concurrency", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--keep", action="store_true", help="keep the instances' directories")
+    args = parser.parse_args()
+    args.variants = args.variants.split(",")
+    args.sizes = args.sizes.split(",")
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.messages = {k: int(v) for k, v in (item.split("=") for item in args.messages.split(","))}
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("the benchmark starts Postfix instances: run it as root")
+    bench = Bench(args)
+    try:
+        bench.start()
+        runs = list(bench.runs())
+        latencies = [
+            bench.latency(variant, size, args.latency_concurrency)
+            for size in args.sizes
+            for variant in bench.variants
+        ]
+    finally:
+        bench.stop()
+    text = report(bench, runs, latencies)
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"{datetime.now(UTC):%Y-%m-%d-%H%M}.md"
+    out.write_text(text)
+    (args.out / "latest.md").write_text(text)
+    print(text)
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
