@@ -423,7 +423,18 @@ def test_unreachable_milter_tempfails_and_nothing_is_queued(
 
 # --- SMTP smuggling ----------------------------------------------------------
 
-SMUGGLING_ENDINGS = [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r"]
+# The published end-of-data variants (SEC Consult, 2023) and their close relatives.
+SMUGGLING_ENDINGS = [
+    b"\n.\n",
+    b"\n.\r",
+    b"\r.\n",
+    b"\r.\r",
+    b"\n.\r\n",
+    b"\r.\r\n",
+    b"\r\n\x00.\r\n",
+    b"\r\n.\n",
+    b"\r\n.\r",
+]
 
 
 def _smuggling_payload(tag: str, ending: bytes) -> bytes:
@@ -598,3 +609,17 @@ def test_ipv6_loopback_listener(postfix_stack: StackFactory) -> None:
     [received] = stack.sink.wait_for(1)
     assert received.subject == "over ipv6"
     assert "[IPv6:::1]" in str(received.message()["Received"])
+
+
+def test_fifty_wrong_passwords_are_rate_limited(postfix_stack: StackFactory) -> None:
+    """A password-guessing client is cut off by Postfix before Dovecot sees most guesses."""
+    stack = postfix_stack(smtpd_client_auth_rate_limit=3)
+    codes = []
+    for attempt in range(50):
+        # Dovecot delays each failure (and more for a repeat offender): allow for it.
+        with stack.submission(login=False, timeout=40) as client:
+            credentials = auth_plain(stack.username or "", f"guess-{attempt}")
+            codes.append(client.docmd(*credentials.split(" ", 1))[0])
+    assert codes[:3] == [535, 535, 535]  # wrong password, answered by Dovecot
+    assert set(codes[3:]) <= {421, 450, 451, 454}  # refused before reaching Dovecot
+    stack.postfix.wait_for_log(r"AUTH command rate limit exceeded: 50 from")
