@@ -11,15 +11,18 @@ logs, queues) after the run for inspection.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.milter_process import MilterProcess
 from tests.support.stack import (
     LOOPBACK,
     DovecotSasl,
@@ -141,3 +144,71 @@ def _link_sasl_socket(instance: PostfixInstance, dovecot: DovecotSasl) -> None:
     link.symlink_to(dovecot.socket_path)
     owner = pwd.getpwnam(instance.settings["mail_owner"])
     os.lchown(link, owner.pw_uid, owner.pw_gid)
+
+
+# --- the relay with the real relayguard milter ------------------------------------------------
+
+CONFIG = """
+[relay]
+mode = "{mode}"
+internal_domains = ["example.com"]
+audit_log = "{audit}"
+
+[milter]
+workers = 2
+socket_group = "postfix"
+
+[[sources]]
+name = "printer"
+sasl_users = ["{user}"]
+senders = ["scanner@example.com"]
+
+[[sources]]
+name = "legacy-ups"
+networks = ["127.0.0.1/32"]
+senders = ["ups@example.com"]
+
+[[sources]]
+name = "erp"
+client_cert_subjects = ["CN=erp.devices.test"]
+senders = ["erp@example.com"]
+"""
+
+
+class Relay:
+    """The running stack plus the milter feeding it, and what they recorded."""
+
+    def __init__(self, stack: RelayStack, milter: MilterProcess, audit: Path) -> None:
+        self.stack = stack
+        self.milter = milter
+        self.audit = audit
+
+    def audit_lines(self) -> list[dict[str, object]]:
+        if not self.audit.exists():
+            return []
+        return [json.loads(line) for line in self.audit.read_text().splitlines()]
+
+    def assert_nothing_delivered(self) -> None:
+        self.stack.postfix.flush()
+        time.sleep(1.0)  # give a wrongly queued message the chance to reach the sink
+        assert self.stack.sink.messages == []
+        assert self.stack.postfix.queue() == []
+
+
+@pytest.fixture
+def relay(e2e_dir: Path, postfix_stack: StackFactory) -> Iterator[Callable[..., Relay]]:
+    milters: list[MilterProcess] = []
+
+    def start(mode: str = "enforce", **settings: object) -> Relay:
+        directory = make_dir("milter-", e2e_dir)
+        audit = directory / "audit.jsonl"
+        config = directory / "relayguard.toml"
+        config.write_text(CONFIG.format(mode=mode, audit=audit, user=DEVICE_USER))
+        milter = MilterProcess(config, directory / "milter.sock", directory / "milter.log")
+        milters.append(milter.start())
+        stack = postfix_stack(milter.socket_path, mynetworks=["127.0.0.1/32"], **settings)
+        return Relay(stack, milter, audit)
+
+    yield start
+    for milter in milters:
+        milter.stop()

@@ -186,3 +186,15 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.1)
+
+
+def test_full_disk_for_the_audit_log_is_a_temporary_failure(tmp_path: Path) -> None:
+    """/dev/full answers every write with ENOSPC, like a full disk."""
+    config = tmp_path / "relayguard.toml"
+    config.write_text(config_text(audit=Path("/dev/full"), workers=1))
+    with MilterProcess(config, tmp_path / "m.sock", tmp_path / "m.log") as process:
+        result = send(process)
+        assert result.reply.text == (
+            "451 4.3.0 temporary failure: the relay cannot record this message"
+        )
+        assert "No space left on device" in process.log.read_text()

@@ -711,6 +711,9 @@ class ReceivedMessage:
 class _SinkHandler:
     messages: list[ReceivedMessage] = field(default_factory=list)
     changed: threading.Condition = field(default_factory=threading.Condition)
+    # Replies to give instead of storing (first in, first out): a smarthost that fails.
+    failures: list[str] = field(default_factory=list)
+    attempts: int = 0
 
     # aiosmtpd looks hooks up by this exact name.
     async def handle_DATA(  # noqa: N802
@@ -727,6 +730,9 @@ class _SinkHandler:
             peer=str(session.peer),
         )
         with self.changed:
+            self.attempts += 1
+            if self.failures:
+                return self.failures.pop(0)
             self.messages.append(received)
             self.changed.notify_all()
         return "250 2.0.0 Ok: stored"
@@ -764,6 +770,17 @@ class SmtpSink:
     def messages(self) -> list[ReceivedMessage]:
         with self._handler.changed:
             return list(self._handler.messages)
+
+    def fail_next(self, *replies: str) -> None:
+        """Answer the next deliveries with these replies (e.g. '451 4.3.0 busy') instead of 250."""
+        with self._handler.changed:
+            self._handler.failures.extend(replies)
+
+    @property
+    def attempts(self) -> int:
+        """Every DATA the sink answered, stored or failed."""
+        with self._handler.changed:
+            return self._handler.attempts
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedMessage]:
         """Wait until at least ``count`` messages arrived; return all of them."""
