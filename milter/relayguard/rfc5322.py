@@ -53,7 +53,7 @@ _WORD_SEPARATORS = re.compile(r'[\s<>()\[\]",;:\\]+')
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
-class HeaderViolation(ValueError):  # noqa: N818 - name fixed by the module interface
+class HeaderViolation(ValueError):
     """A field we refuse to trust.
 
     `reason` is short, ASCII printable, and never echoes input, so it is safe in an

@@ -151,15 +151,15 @@ class MilterProtocolError(MilterClientError):
     """The milter sent something the protocol does not allow."""
 
 
-class MilterConnectionClosed(MilterClientError):  # noqa: N818 (name fixed by the test-suite API)
+class MilterConnectionClosed(MilterClientError):
     """The milter closed or reset the connection."""
 
 
-class MilterTimeout(MilterClientError):  # noqa: N818 (name fixed by the test-suite API)
+class MilterTimeout(MilterClientError):
     """The milter did not answer (or accept data) within the timeout."""
 
 
-class MilterConnectFailed(MilterClientError):  # noqa: N818 (name fixed by the test-suite API)
+class MilterConnectFailed(MilterClientError):
     """The milter's socket could not be connected to."""
 
 
