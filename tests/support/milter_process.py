@@ -22,21 +22,32 @@ class MilterProcess:
         self.socket_path = socket_path
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
+        self._starts = 0
 
     def start(self, timeout: float = 15.0) -> Self:
         self.socket_path.unlink(missing_ok=True)
+        self._starts = (
+            self.log.read_text(errors="replace").count("relayguard milter listening on")
+            if self.log.exists()
+            else 0
+        )
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [*RELAYGUARD, "milter", "--config", str(self.config),
                  "--socket", f"unix:{self.socket_path}"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
+        # The supervisor logs "listening" once the socket is bound AND every worker is forked.
         deadline = time.monotonic() + timeout
-        while not self.socket_path.exists():
+        while not (self.socket_path.exists() and self._listening()):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"milter did not start:\n{self.log.read_text()}")
             time.sleep(0.05)
         return self
+
+    def _listening(self) -> bool:
+        text = self.log.read_text(errors="replace")
+        return text.count("relayguard milter listening on") > self._starts
 
     @property
     def pid(self) -> int:
