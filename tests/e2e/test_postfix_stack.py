@@ -620,6 +620,9 @@ def test_fifty_wrong_passwords_are_rate_limited(postfix_stack: StackFactory) -> 
         with stack.submission(login=False, timeout=40) as client:
             credentials = auth_plain(stack.username or "", f"guess-{attempt}")
             codes.append(client.docmd(*credentials.split(" ", 1))[0])
-    assert codes[:3] == [535, 535, 535]  # wrong password, answered by Dovecot
-    assert set(codes[3:]) <= {421, 450, 451, 454}  # refused before reaching Dovecot
+    assert codes[0] == 535  # a wrong password, answered by Dovecot
+    # At most the limit's worth of guesses reach Dovecot (535, or 454 when Dovecot's own
+    # growing failure delay outlasts Postfix); every other one is refused by Postfix itself.
+    assert codes.count(535) <= 3
+    assert set(codes[3:]) <= {421, 450, 451, 454}
     stack.postfix.wait_for_log(r"AUTH command rate limit exceeded: 50 from")
