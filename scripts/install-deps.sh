@@ -13,6 +13,10 @@ APT_PACKAGES=(
   swaks libnet-ssleay-perl      # a scriptable SMTP client for manual checks
   libmilter-dev gcc python3-dev # pymilter builds against libmilter
   python3-venv openssl ca-certificates
+  clamav-daemon                 # clamd, started per test with a generated signature database
+  redis-server                  # the shared state backend, started per test on loopback
+  nsd                           # authoritative DNS on loopback: DKIM keys and dns-audit test zones
+  opendkim libmail-dkim-perl    # independent DKIM verifiers (C and Perl) for the signing tests
 )
 
 missing=()

@@ -16,6 +16,7 @@ import milter as libmilter
 from relayguard.message import Client
 from relayguard.runtime import RuntimeHolder
 from relayguard.transaction import Transaction
+from relayguard.transforms import replaced_header_names
 from relayguard.verdict import Action, Decision, Reply
 
 log = logging.getLogger(__name__)
@@ -130,12 +131,10 @@ class RelayguardMilter(Milter.Base):  # type: ignore[misc]
         return Milter.CONTINUE  # type: ignore[no-any-return]
 
     def _apply_headers(self, decision: Decision, trace_header: str) -> None:
-        if trace_header:
-            # A sender must not be able to forge our verdict: drop every copy it supplied.
-            wanted = trace_header.lower()
-            copies = sum(1 for name, _ in self._headers if name.strip().lower() == wanted)
-            for index in range(copies, 0, -1):
-                self.chgheader(trace_header, index, "")
+        for wanted in sorted(replaced_header_names(decision, trace_header)):
+            copies = [name for name, _ in self._headers if name.strip().lower() == wanted]
+            for index in range(len(copies), 0, -1):
+                self.chgheader(copies[0].strip(), index, "")
         for name, value in decision.headers:
             self.addheader(name, value)
 

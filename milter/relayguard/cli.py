@@ -10,6 +10,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from relayguard import (
+    dkim_cli,
+    dnsaudit,
+    inventory,
+    quarantine,
+    report,
+    rules,
+    sourcestate,
+    suppression_cli,
+)
 from relayguard.config import Config, load_config
 from relayguard.errors import ConfigError
 from relayguard.server import serve
@@ -24,7 +34,15 @@ if TYPE_CHECKING:
 
 # Feature modules add their subcommands with one entry here: a function that receives the
 # top-level subparsers and registers its commands (each with set_defaults(handler=...)).
-COMMANDS: tuple[Callable[[Subcommands], None], ...] = ()
+COMMANDS: tuple[Callable[[Subcommands], None], ...] = (
+    dkim_cli.add_commands,
+    dnsaudit.add_commands,
+    suppression_cli.add_commands,
+    inventory.add_commands,
+    report.add_commands,
+    quarantine.add_commands,
+    rules.add_commands,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     add_config_arg(listing)
     listing.add_argument("--json", action="store_true", help="one JSON array")
     listing.set_defaults(handler=_sources_list)
+    sourcestate.add_source_commands(source_commands)  # disable, enable, disabled
 
     test = commands.add_parser(
         "test-message", help="dry-run the whole pipeline on a message without sending it"

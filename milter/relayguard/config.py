@@ -18,6 +18,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from relayguard import dkim_keys
+from relayguard.content_settings import ContentSettings, build_content
+from relayguard.dkim_keys import SigningKey
 from relayguard.errors import ConfigError
 from relayguard.identities import IdentitySet, build_identity_set, parse_identity
 from relayguard.rfc5322 import ascii_lower
@@ -28,11 +31,18 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 HEADER_NAME = re.compile(r"^[!-9;-~]{1,64}$")  # RFC 5322 §3.6.8 ftext
 SOCKET_SPEC = re.compile(r"^(unix|local):(/.+)$|^(inet|inet6):(\d{1,5})@(.+)$")
+# Rate limits per source (state.md): what is counted, over which sliding windows (seconds).
+RATE_KINDS = ("messages", "recipients", "bytes")
+RATE_WINDOWS: Mapping[str, int] = MappingProxyType({"minute": 60, "hour": 3600, "day": 86400})
 
 # Every key the schema knows, per table. docs/configuration.md must document each one (tested).
 SCHEMA: Mapping[str, frozenset[str]] = MappingProxyType(
     {
-        "": frozenset({"relay", "milter", "sources"}),
+        "": frozenset(
+            {"relay", "milter", "sources", "state", "metrics", "dkim", "unsubscribe"}
+            | {"content", "clamav", "yara", "dlp", "dlp_detectors", "dlp_profiles"}
+            | {"urls", "url_blocklists"}
+        ),
         "relay": frozenset(
             {"mode", "internal_domains", "audit_log", "trace_header", "error_action"}
         ),
@@ -50,8 +60,34 @@ SCHEMA: Mapping[str, frozenset[str]] = MappingProxyType(
                 "recipients",
                 "max_recipients",
                 "mode",
+                "rate_limits",
+                "dlp_profile",
             }
         ),
+        "state": frozenset(
+            {"backend", "path", "redis_url", "redis_prefix", "timeout_ms", "failure_action"}
+        ),
+        "metrics": frozenset({"port", "address", "directory"}),
+        "dkim": frozenset({"key_directory", "domains", "missing_key", "grace_days"}),
+        "unsubscribe": frozenset({"sources", "base_url", "mailto", "secrets", "address", "port"}),
+        "rate_limits": frozenset(
+            {f"{what}_per_{unit}" for what in RATE_KINDS for unit in RATE_WINDOWS}
+        ),
+        # Content scanning (content_settings.py).
+        "content": frozenset(
+            {"max_depth", "max_parts", "max_decoded_bytes", "max_archive_members"}
+            | {"max_expansion_ratio", "limit_action", "encrypted_action"}
+        ),
+        "clamav": frozenset({"socket", "timeout", "failure_action"}),
+        "yara": frozenset({"rules_dir", "default_action", "timeout", "failure_action"}),
+        "dlp": frozenset({"default_profile", "unreadable_action"}),
+        "dlp_detectors": frozenset(
+            {"name", "pattern", "keywords", "validator", "context", "context_window"}
+            | {"ignore_case"}
+        ),
+        "dlp_profiles": frozenset({"name", "detectors", "match", "action"}),
+        "urls": frozenset({"nameservers", "port", "timeout", "failure_action", "max_domains"}),
+        "url_blocklists": frozenset({"zone", "action", "codes"}),
     }
 )
 
@@ -77,6 +113,60 @@ class MilterSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StateSettings:
+    """Where runtime state lives (kill switch, rate-limit counters, suppression list)."""
+
+    backend: str = "sqlite"
+    path: Path = Path("/var/lib/relayguard/state.sqlite3")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "relayguard:"
+    timeout_ms: int = 1000
+    failure_action: Action = Action.TEMPFAIL
+
+
+@dataclass(frozen=True, slots=True)
+class DkimSettings:
+    """DKIM signing (signing.py): the active keys of each signed domain, read at load time so
+    that a missing or exposed key is a located error at start, on reload and in check."""
+
+    key_directory: Path = Path("/etc/relayguard/dkim")
+    domains: tuple[str, ...] = ()
+    missing_key: str = "refuse"  # or "unsigned": pass with a warning in the audit line
+    grace_days: int = 7
+    keys: Mapping[str, tuple[SigningKey, ...]] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeSettings:
+    """RFC 8058 one-click unsubscribe for bulk sources (unsubscribe.py)."""
+
+    sources: frozenset[str] = frozenset()
+    base_url: str = ""
+    mailto: str = ""
+    secrets: tuple[str, ...] = ()  # the first signs new tokens; all verify (rotation)
+    address: str = "127.0.0.1"
+    port: int = 8025
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    port: int | None = None  # None: no metrics endpoint
+    address: str = "127.0.0.1"
+    directory: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Per-source limits: (kind, window name, window seconds) -> limit; empty means none."""
+
+    limits: tuple[tuple[str, str, int, int], ...] = ()
+
+    def of(self, kind: str) -> tuple[tuple[str, int, int], ...]:
+        """(window name, window seconds, limit) of one kind: messages, recipients or bytes."""
+        return tuple((unit, window, limit) for k, unit, window, limit in self.limits if k == kind)
+
+
+@dataclass(frozen=True, slots=True)
 class Source:
     """A registered sending device or application and what it may do."""
 
@@ -89,6 +179,8 @@ class Source:
     recipients: IdentitySet = field(default_factory=IdentitySet)
     max_recipients: int | None = None
     mode: Mode | None = None
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    dlp_profile: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +194,11 @@ class Config:
     by_sasl_user: Mapping[str, Source]
     by_cert_subject: Mapping[str, Source]
     by_network: tuple[tuple[IPNetwork, Source], ...]
+    state: StateSettings | None = None  # None: no [state]; kill switch and rate limits off
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    dkim: DkimSettings = field(default_factory=DkimSettings)
+    unsubscribe: UnsubscribeSettings | None = None
+    content: ContentSettings = field(default_factory=ContentSettings)
 
     def source(self, name: str) -> Source | None:
         return next((s for s in self.sources if s.name == name), None)
@@ -223,6 +320,23 @@ class _Builder:
         sources = tuple(self._source(t) for t in root.tables("sources"))
         if not sources and "sources" not in self.data:
             self.problem("sources", "no [[sources]] defined: nothing could send through the relay")
+        state = self._state(root.table("state")) if "state" in self.data else None
+        if state is None:
+            for index, source in enumerate(sources):
+                if source.rate_limits.limits:
+                    self.problem(
+                        f"sources[{index}].rate_limits", "rate limits need a [state] section"
+                    )
+        metrics = self._metrics(root.table("metrics"))
+        dkim = self._dkim(root.table("dkim"), milter.user)
+        unsubscribe = (
+            self._unsubscribe(root.table("unsubscribe"), sources)
+            if "unsubscribe" in self.data
+            else None
+        )
+        if unsubscribe is not None and state is None:
+            self.problem("unsubscribe", "needs a [state] section: the suppression list lives there")
+        content = build_content(root, sources, self.path.parent)
         indexes = self._index(sources)
         if self.problems:
             raise ConfigError(self.problems)
@@ -235,7 +349,120 @@ class _Builder:
             by_sasl_user=MappingProxyType(by_sasl),
             by_cert_subject=MappingProxyType(by_cert),
             by_network=tuple(sorted(by_network, key=lambda item: -item[0].prefixlen)),
+            state=state,
+            metrics=metrics,
+            dkim=dkim,
+            unsubscribe=unsubscribe,
+            content=content,
         )
+
+    def _dkim(self, table: _Table, user: str) -> DkimSettings:
+        directory = table.string("key_directory", "/etc/relayguard/dkim")
+        if not directory.startswith("/"):
+            table.problem("key_directory", f"must be an absolute path, got {directory!r}")
+        domains = []
+        for index, domain in enumerate(table.strings("domains")):
+            try:
+                domains.append(parse_identity("@" + domain)[1])
+            except ValueError as exc:
+                table.problem(f"domains[{index}]", str(exc))
+        keys: dict[str, tuple[SigningKey, ...]] = {}
+        for index, domain in enumerate(domains):
+            try:
+                keys[domain] = dkim_keys.load_keys(Path(directory), domain, user=user)
+            except dkim_keys.DkimKeyError as exc:
+                table.problem(f"domains[{index}]", str(exc))
+                continue
+            if not keys[domain]:
+                table.problem(
+                    f"domains[{index}]",
+                    f"no active key for {domain} in {directory}:"
+                    f" run relayguard dkim generate --domain {domain} --selector NAME",
+                )
+        return DkimSettings(
+            key_directory=Path(directory),
+            domains=tuple(domains),
+            missing_key=table.choice(
+                "missing_key", {"refuse": "refuse", "unsigned": "unsigned"}, "refuse"
+            ),
+            grace_days=table.integer("grace_days", 7, 0, 365) or 0,
+            keys=MappingProxyType(keys),
+        )
+
+    def _unsubscribe(self, table: _Table, sources: tuple[Source, ...]) -> UnsubscribeSettings:
+        names = {s.name for s in sources}
+        bulk = table.strings("sources")
+        for index, name in enumerate(bulk):
+            if name not in names:
+                table.problem(f"sources[{index}]", f"no source named {name!r}")
+        base_url = table.string("base_url")
+        if not base_url.startswith("https://") or any(c in base_url for c in " <>\"'"):
+            # RFC 8058 §3.1: the one-click URI must be HTTPS.
+            table.problem("base_url", f"must be an https:// URL, got {base_url!r}")
+        secrets = table.strings("secrets")
+        if not secrets or any(len(secret) < 16 for secret in secrets):
+            table.problem("secrets", "give at least one secret of 16 or more characters")
+        mailto = table.string("mailto")
+        if mailto:
+            try:
+                parse_identity(mailto)
+            except ValueError as exc:
+                table.problem("mailto", str(exc))
+        return UnsubscribeSettings(
+            sources=frozenset(bulk),
+            base_url=base_url,
+            mailto=mailto,
+            secrets=secrets,
+            address=table.string("address", "127.0.0.1"),
+            port=table.integer("port", 8025, 1, 65535) or 8025,
+        )
+
+    def _state(self, table: _Table) -> StateSettings:
+        defaults = StateSettings()
+        path = table.string("path", str(defaults.path))
+        if not path.startswith("/"):
+            table.problem("path", f"must be an absolute path, got {path!r}")
+        url = table.string("redis_url", defaults.redis_url)
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            table.problem("redis_url", f"{url!r} is not a redis://, rediss:// or unix:// URL")
+        prefix = table.string("redis_prefix", defaults.redis_prefix)
+        if not prefix:
+            table.problem("redis_prefix", "must not be empty")
+        timeout = table.integer("timeout_ms", defaults.timeout_ms, 10, 60_000)
+        return StateSettings(
+            backend=table.choice("backend", {"sqlite": "sqlite", "redis": "redis"}, "sqlite"),
+            path=Path(path),
+            redis_url=url,
+            redis_prefix=prefix,
+            timeout_ms=timeout or defaults.timeout_ms,
+            failure_action=table.choice("failure_action", ERROR_ACTIONS, Action.TEMPFAIL),
+        )
+
+    def _metrics(self, table: _Table) -> MetricsSettings:
+        address = table.string("address", "127.0.0.1")
+        try:
+            loopback = ipaddress.ip_address(address).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            table.problem("address", f"{address!r}: metrics are served on a loopback address only")
+        directory = table.string("directory")
+        if directory and not directory.startswith("/"):
+            table.problem("directory", f"must be an absolute path, got {directory!r}")
+        return MetricsSettings(
+            port=table.integer("port", None, 1, 65535),
+            address=address,
+            directory=Path(directory) if directory else None,
+        )
+
+    def _rate_limits(self, table: _Table) -> RateLimits:
+        limits = []
+        for kind in RATE_KINDS:
+            for unit, window in RATE_WINDOWS.items():
+                limit = table.integer(f"{kind}_per_{unit}", None, 1, 2**53)
+                if limit is not None:
+                    limits.append((kind, unit, window, limit))
+        return RateLimits(tuple(limits))
 
     def _relay(self, table: _Table) -> RelaySettings:
         domains = []
@@ -345,6 +572,8 @@ class _Builder:
             recipients=self._identities(table, "recipients"),
             max_recipients=table.integer("max_recipients", None, 1, 100_000),
             mode=table.choice("mode", MODES, None),
+            rate_limits=self._rate_limits(table.table("rate_limits")),
+            dlp_profile=table.string("dlp_profile"),
         )
         if source.senders.is_empty and "senders" not in table.data:
             table.problem(

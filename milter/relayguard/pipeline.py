@@ -28,33 +28,43 @@ class Pipeline:
     """The ordered checks and transforms for one configuration snapshot."""
 
     def __init__(
-        self, config: Config, checks: Sequence[Check], transforms: Sequence[Transform] = ()
+        self,
+        config: Config,
+        checks: Sequence[Check],
+        transforms: Sequence[Transform] = (),
+        *,
+        dry_run: bool = False,
     ) -> None:
         self.config = config
+        self.dry_run = dry_run
         self.checks = {stage: tuple(c for c in checks if c.stage is stage) for stage in Stage}
         self.transforms = tuple(transforms)
 
     @classmethod
-    def for_config(cls, config: Config) -> Pipeline:
+    def for_config(cls, config: Config, *, dry_run: bool = False) -> Pipeline:
         """The pipeline registry.py describes, built for this snapshot."""
-        return cls(config, registry.build_checks(config), registry.build_transforms(config))
+        checks = registry.build_checks(config)
+        return cls(config, checks, registry.build_transforms(config), dry_run=dry_run)
 
     def identify(self, client: Client) -> source_check.Identification:
         return source_check.identify(self.config, client)
 
     def at_mail(self, identification: source_check.Identification, envelope: Envelope) -> Decision:
-        subject = Subject(self.config, identification.source, envelope)
+        subject = Subject(self.config, identification.source, envelope, dry_run=self.dry_run)
         first = _timed(lambda: source_check.verdict(identification))
         return self._run(Stage.MAIL, subject, (first,))
 
     def at_rcpt(self, source: Source | None, envelope: Envelope, recipient: str) -> Decision:
-        return self._run(Stage.RCPT, Subject(self.config, source, envelope, recipient=recipient))
+        subject = Subject(self.config, source, envelope, recipient=recipient, dry_run=self.dry_run)
+        return self._run(Stage.RCPT, subject)
 
     def at_end(
         self, source: Source | None, message: Message, earlier: Iterable[Verdict] = ()
     ) -> Decision:
         """End of data. `earlier` verdicts (from MAIL/RCPT) shape the final outcome and trace."""
-        subject = Subject(self.config, source, message.envelope, message=message)
+        subject = Subject(
+            self.config, source, message.envelope, message=message, dry_run=self.dry_run
+        )
         decision = self._run(Stage.END, subject, earlier)
         for transform in self.transforms:
             if decision.action >= Action.TEMPFAIL:
@@ -101,11 +111,12 @@ class Pipeline:
 
 
 def combine(verdicts: Sequence[Verdict], mode: Mode) -> Decision:
-    """The most severe verdict wins; monitor mode lets policy refusals pass, never errors."""
+    """The most severe verdict wins; monitor mode lets policy refusals pass, never errors or
+    binding verdicts."""
     policy_action = max((v.action for v in verdicts), default=Action.ACCEPT)
     if mode is Mode.MONITOR:
         action = max(
-            (v.action for v in verdicts if v.error or v.action is Action.TAG),
+            (v.action for v in verdicts if v.error or v.binding or v.action is Action.TAG),
             default=Action.ACCEPT,
         )
     else:

@@ -11,7 +11,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from relayguard.checks import Check, recipients, sender
+from relayguard import metrics, signing, unsubscribe
+from relayguard.checks import (
+    Check,
+    clamav,
+    dlp,
+    killswitch,
+    mime_limits,
+    ratelimit,
+    recipients,
+    sender,
+    suppression,
+    urls,
+    yara,
+)
 from relayguard.config import Config
 from relayguard.transforms import Transform, trace
 
@@ -19,13 +32,25 @@ from relayguard.transforms import Transform, trace
 Observer = Callable[[Mapping[str, Any]], None]
 
 CHECKS: tuple[Callable[[Config], Sequence[Check]], ...] = (
+    killswitch.checks,  # right after source identification: a disabled source goes no further
+    ratelimit.checks,
     sender.checks,
     recipients.checks,
+    suppression.checks,  # unsubscribed recipients, one recipient per bulk message
+    mime_limits.checks,  # content: the walk's limits first, then the scanners sharing it
+    clamav.checks,
+    yara.checks,
+    dlp.checks,
+    urls.checks,
 )
 
-TRANSFORMS: tuple[Callable[[Config], Sequence[Transform]], ...] = (trace.transforms,)
+TRANSFORMS: tuple[Callable[[Config], Sequence[Transform]], ...] = (
+    trace.transforms,
+    unsubscribe.transforms,  # List-Unsubscribe before signing: the signature covers it
+    signing.transforms,  # must stay last: the signature covers what the transforms before added
+)
 
-OBSERVERS: tuple[Callable[[Config], Sequence[Observer]], ...] = ()
+OBSERVERS: tuple[Callable[[Config], Sequence[Observer]], ...] = (metrics.observers,)
 
 
 def build_checks(config: Config) -> tuple[Check, ...]:

@@ -29,10 +29,13 @@ class Runtime:
     observers: tuple[Observer, ...] = ()
 
     @classmethod
-    def build(cls, config: Config, audit: AuditLog | None = None) -> Runtime:
+    def build(
+        cls, config: Config, audit: AuditLog | None = None, *, dry_run: bool = False
+    ) -> Runtime:
         if audit is None or audit.path != config.relay.audit_log:
             audit = AuditLog(config.relay.audit_log)
-        return cls(config, Pipeline.for_config(config), audit, build_observers(config))
+        pipeline = Pipeline.for_config(config, dry_run=dry_run)
+        return cls(config, pipeline, audit, () if dry_run else build_observers(config))
 
 
 class RuntimeHolder:

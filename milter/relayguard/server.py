@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from relayguard import metrics
 from relayguard.adapter import listen, run_worker
 from relayguard.config import Config, MilterSettings, load_config
 from relayguard.errors import ConfigError
@@ -74,6 +75,8 @@ class Supervisor:
     def run(self) -> int:
         open_socket(self.socket_spec, self.config.milter)
         drop_privileges(self.config.milter.user)
+        # Before the first fork: workers inherit the metrics directory (metrics.py).
+        exporter = metrics.start_exporter(self.config, lambda: self.config)
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
@@ -90,7 +93,11 @@ class Supervisor:
                 self._reload()
             self._reap()
             time.sleep(0.2)
-        return self._shutdown()
+        try:
+            return self._shutdown()
+        finally:
+            if exporter is not None:
+                exporter.close()
 
     def _spawn(self, slot: int) -> None:
         self.connections[slot] = 0  # a dead worker's connections died with it

@@ -57,7 +57,8 @@ def dry_run(
     if not recipients:
         raise DryRunError("no recipients: the message has no To/Cc; pass --rcpt")
 
-    tx = Transaction(Runtime.build(config, AuditLog(None)), client, audit_enabled=False)
+    runtime = Runtime.build(config, AuditLog(None), dry_run=True)
+    tx = Transaction(runtime, client, audit_enabled=False)
     result: dict[str, Any] = {"stage": "mail", "decision": tx.mail(f"<{mail_from}>")}
     if result["decision"].action < Action.TEMPFAIL:
         replies = [(r, tx.rcpt(f"<{r}>")) for r in recipients]

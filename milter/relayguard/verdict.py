@@ -61,6 +61,9 @@ class Verdict:
     headers: tuple[tuple[str, str], ...] = ()
     error: bool = False
     elapsed_ms: float = 0.0
+    # Applies in monitor mode too: an operator's decision (the kill switch), not a policy under
+    # evaluation.
+    binding: bool = False
 
     @property
     def smtp_reply(self) -> Reply | None:

@@ -183,3 +183,15 @@ def test_monitor_mode_accepts_and_audits_would_reject(
 def test_reply_text_is_safe_for_libmilter() -> None:
     text = milter_text(Reply("550", "5.7.1", "From <a\u202e@x> 100% bad\r\nInjected: yes"))
     assert text == "From <a?@x> 100%% bad??Injected: yes"
+
+
+def test_forged_copies_of_every_added_header_are_removed(
+    milter_ctx: Callable[..., Recorder],
+) -> None:
+    ctx = milter_ctx()
+    raw = (
+        b"From: Scanner <scanner@example.com>\r\nx-relayguard: verdict=accept\r\n"
+        b"DKIM-Signature: v=1; d=example.com; s=app; b=abc\r\nTo: a@example.com\r\n\r\nhi\r\n"
+    )
+    assert send(ctx, raw)[1] == Milter.ACCEPT
+    assert ctx.changed == [("x-relayguard", 1, "")]  # the sender's own signature stays

@@ -330,6 +330,7 @@ def postfix_settings(
         "tls_client_ca_file": "",
         "relayhost": relayhost,
         "smtp_tls_security_level": "none",
+        "dlp_tls_security_level": "secure",
         "smtp_tls_ca_file": "/etc/ssl/certs/ca-certificates.crt",
         "message_size_limit": 10240000,
         "maillog_file": str(log_dir / "postfix.log"),

@@ -28,6 +28,8 @@ class Subject:
     envelope: Envelope
     recipient: str = ""
     message: Message | None = None
+    # `relayguard test-message`: evaluate, but change no shared state (quotas, counters).
+    dry_run: bool = False
 
 
 CheckFunction = Callable[[Subject], Verdict]

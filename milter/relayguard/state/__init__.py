@@ -9,7 +9,7 @@ their configured failure action (tempfail by default), never into an accept.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,6 +56,12 @@ class Usage:
 class StateStore(Protocol):
     # --- rate limits: atomic "add and tell me where I stand" --------------------------------
     def consume(self, key: str, amount: int, limit: int, window: float, now: float) -> Usage: ...
+    def consume_many(
+        self, counters: Sequence[tuple[str, int, float]], amount: int, now: float
+    ) -> list[Usage]:
+        """`consume` on several (key, limit, window) counters at once, all or nothing: when one
+        would exceed its limit, nothing is recorded in any (minute, hour and day windows)."""
+        ...
 
     # --- kill switch ------------------------------------------------------------------------
     def disable(self, source: str, reason: str, actor: str, now: float) -> None: ...

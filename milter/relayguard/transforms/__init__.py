@@ -14,8 +14,19 @@ from dataclasses import dataclass
 from relayguard.checks import Subject
 from relayguard.verdict import Decision
 
+# A message may carry several signatures (RFC 6376 section 5): the sender's own ones stay.
+COEXISTING = frozenset({"dkim-signature"})
+
 
 @dataclass(frozen=True, slots=True)
 class Transform:
     name: str
     run: Callable[[Subject, Decision], Decision]
+
+
+def replaced_header_names(decision: Decision, trace_header: str) -> frozenset[str]:
+    """Lower-case names of the fields whose sender-supplied copies are removed before relayguard
+    adds its own: a sender must not be able to forge a verdict, a trace or an unsubscribe link.
+    The adapter removes them and the signer leaves them out of what it signs: one rule for both."""
+    names = {name.lower() for name, _ in decision.headers} | {trace_header.lower()}
+    return frozenset(names - COEXISTING - {""})

@@ -1,0 +1,218 @@
+"""Prometheus metrics: counted from the audit records, served by the supervisor on loopback.
+
+Design: the milter's supervisor forks worker processes, and each worker decides mail. Every worker
+counts into prometheus_client's *multiprocess* files (PROMETHEUS_MULTIPROC_DIR, one mmap file per
+process); the supervisor, which handles no mail, serves the sum of all files on `[metrics]
+address:port`. The supervisor sets the directory (emptied at start, so counters start at zero like
+any restarted exporter) before it forks, so every worker inherits it. A dead worker's file stays:
+its counts remain in the totals instead of making counters go backwards. Only counters and
+histograms are written by workers; the state gauges (disabled sources, backend up) are read from
+the state store at scrape time by the supervisor, so they are exact on every node.
+
+The numbers come from one observer (registry.OBSERVERS) that sees each audit record after it is
+written: one place that knows the record's shape, and metrics can never disagree with the audit
+log. Label values are bounded: source names come from the configuration, check names from code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server, values
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from relayguard.config import Config
+from relayguard.state import StateUnavailable
+from relayguard.state.factory import store_for
+
+log = logging.getLogger(__name__)
+
+STATE_CHECKS = frozenset({"kill_switch", "rate_limit", "suppression"})
+SCANNER_CHECKS = frozenset({"clamav", "yara", "dlp", "urls"})
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+RATE_REASON = re.compile(r"limit of \d+ (\w+) per (\w+)")
+DKIM_SELECTOR = re.compile(r"[^\s,()]+\(([\w-]+)\)")
+
+
+class _Metrics:
+    """The counters of this process, created once (after the multiprocess directory is set)."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        kwargs: dict[str, Any] = {"registry": registry}
+        self.messages = Counter(
+            "relayguard_messages",
+            "Decisions (one per transaction) by source, final action and outcome",
+            ["source", "action", "outcome"],
+            **kwargs,
+        )
+        self.message_bytes = Counter(
+            "relayguard_message_bytes", "Size of messages that reached end of data", ["source"],
+            **kwargs,
+        )  # fmt: skip
+        self.check_duration = Histogram(
+            "relayguard_check_duration_seconds",
+            "Time each check took",
+            ["check"],
+            buckets=DURATION_BUCKETS,
+            **kwargs,
+        )
+        self.check_errors = Counter(
+            "relayguard_check_errors", "Checks that failed (error verdict)", ["check"], **kwargs
+        )
+        self.scanner_errors = Counter(
+            "relayguard_scanner_errors", "Content scanners that could not scan", ["scanner"],
+            **kwargs,
+        )  # fmt: skip
+        self.state_errors = Counter(
+            "relayguard_state_backend_errors",
+            "State backend unavailable (kill switch, rate limits, suppression list)",
+            ["backend"],
+            **kwargs,
+        )
+        self.rate_limit_hits = Counter(
+            "relayguard_rate_limit_hits",
+            "Messages or recipients refused (or would be, in monitor mode) by a rate limit",
+            ["source", "limit"],
+            **kwargs,
+        )
+        self.dkim_signatures = Counter(
+            "relayguard_dkim_signatures", "DKIM signatures added, by algorithm", ["algorithm"],
+            **kwargs,
+        )  # fmt: skip
+
+
+_lock = threading.Lock()
+_process_metrics: dict[int, _Metrics] = {}
+
+
+def _metrics() -> _Metrics:
+    with _lock:
+        found = _process_metrics.get(os.getpid())
+        if found is None:
+            found = _process_metrics[os.getpid()] = _Metrics(None)  # the default registry
+        return found
+
+
+class MetricsObserver:
+    """Turns each audit record into counter increments."""
+
+    def __init__(self, backend: str | None, metrics: Callable[[], _Metrics] = _metrics) -> None:
+        self.backend = backend
+        self.metrics = metrics
+
+    def __call__(self, record: Mapping[str, Any]) -> None:
+        if "outcome" not in record:
+            return  # an administrative line (kill switch), not a mail decision
+        m = self.metrics()
+        source = record.get("source") or "none"
+        m.messages.labels(source, record["action"], record["outcome"]).inc()
+        if record.get("size"):
+            m.message_bytes.labels(source).inc(record["size"])
+        refusals = [
+            {"name": r["check"], "action": "tempfail", "reason": r["reason"]}
+            for r in record.get("recipient_refusals", ())
+        ]
+        for check in record.get("checks", ()):
+            name = check["name"]
+            m.check_duration.labels(name).observe(check.get("ms", 0) / 1000)
+            if check.get("error"):
+                m.check_errors.labels(name).inc()
+                if name in STATE_CHECKS:
+                    m.state_errors.labels(self.backend or "none").inc()
+                if name in SCANNER_CHECKS:
+                    m.scanner_errors.labels(name).inc()
+                continue
+            if name == "dkim" and check["action"] == "accept":
+                for algorithm in dkim_algorithms(check.get("reason", "")):
+                    m.dkim_signatures.labels(algorithm).inc()
+        for check in [*record.get("checks", ()), *refusals]:
+            if check["name"] == "rate_limit" and check["action"] == "tempfail":
+                match = RATE_REASON.search(check.get("reason", ""))
+                if match and not check.get("error"):
+                    m.rate_limit_hits.labels(source, f"{match[1]}_per_{match[2]}").inc()
+
+
+def dkim_algorithms(reason: str) -> list[str]:
+    """'signed d=example.com s=sel1(rsa),sel2(ed25519)' -> ['rsa', 'ed25519']."""
+    if not reason.startswith("signed "):
+        return []
+    return DKIM_SELECTOR.findall(reason)
+
+
+def observers(config: Config) -> Sequence[MetricsObserver]:
+    if config.metrics.port is None:
+        return ()
+    return (MetricsObserver(config.state.backend if config.state else None),)
+
+
+class StateCollector(Collector):
+    """Read at scrape time from the state store: what every node sees, not what one counted."""
+
+    def __init__(self, current: Callable[[], Config]) -> None:
+        self.current = current
+
+    def collect(self) -> Iterator[Metric]:
+        config = self.current()
+        store = store_for(config)
+        up = GaugeMetricFamily("relayguard_state_up", "1 when the state backend answered")
+        count = GaugeMetricFamily("relayguard_sources_disabled", "Sources the kill switch stops")
+        each = GaugeMetricFamily(
+            "relayguard_source_disabled", "1 for each disabled source", labels=["source"]
+        )
+        if store is not None:
+            try:
+                disabled = store.all_disabled()
+            except StateUnavailable as exc:
+                log.warning("metrics: %s", exc)
+                up.add_metric([], 0)
+            else:
+                up.add_metric([], 1)
+                count.add_metric([], len(disabled))
+                for entry in disabled:
+                    each.add_metric([entry.source], 1)
+        yield from (up, count, each)
+
+
+@dataclass
+class Exporter:
+    server: Any
+    directory: Path
+    temporary: bool
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        if self.temporary:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_exporter(config: Config, current: Callable[[], Config]) -> Exporter | None:
+    """In the supervisor, before it forks workers: the shared directory and the HTTP endpoint."""
+    settings = config.metrics
+    if settings.port is None:
+        return None
+    temporary = settings.directory is None
+    directory = settings.directory or Path(tempfile.mkdtemp(prefix="relayguard-metrics-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    # prometheus_client picks its value class when imported; the directory is set only now.
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    registry.register(StateCollector(current))
+    server, _ = start_http_server(settings.port, settings.address, registry)
+    log.info("metrics on http://%s:%d/metrics", settings.address, settings.port)
+    return Exporter(server, directory, temporary)

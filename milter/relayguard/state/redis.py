@@ -1,0 +1,209 @@
+"""The Redis backend: runtime state shared by several relay nodes.
+
+Atomicity: a rate-limit update is one Lua script (Redis runs a script to completion before any other
+command), the same sliding-window arithmetic as window.py; the kill switch and suppression list are
+single commands on hashes (HSET/HSETNX/HDEL are atomic), and a suppression's two writes go in one
+MULTI. Scripts are sent by SHA and re-sent after a Redis restart emptied the script cache.
+
+A failed command is retried once at once (a pooled connection may have died with a restarted
+server); then it raises StateUnavailable. The socket timeouts come from state.timeout_ms, so a
+hung server costs at most that per command. Nodes pass their own clock to `consume`: keep them in
+NTP sync (a skew of s seconds shifts every window by s).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from relayguard.rfc5322 import ascii_lower
+from relayguard.state import Disabled, StateUnavailable, Suppression, Usage
+from relayguard.state.window import BUCKETS
+
+# KEYS: one hash per counter (field = bucket number, value = amount).
+# ARGV: amount, now, buckets, then limit and window for each key.
+# Returns used, limit, retry_after in milliseconds for each key; records only if all fit.
+CONSUME = """
+local amount = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local out = {}
+local over = false
+local currents = {}
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[2 + 2 * i])
+  local window = tonumber(ARGV[3 + 2 * i])
+  local width = window / n
+  local current = math.floor(now / width)
+  local oldest = current - n
+  currents[i] = {current, math.ceil((window + width) * 1000)}
+  local fields = redis.call('HGETALL', key)
+  local live = {}
+  local used = amount
+  for j = 1, #fields, 2 do
+    local bucket = tonumber(fields[j])
+    local value = tonumber(fields[j + 1])
+    if bucket < oldest then
+      redis.call('HDEL', key, fields[j])
+    else
+      used = used + value
+      table.insert(live, {bucket, value})
+    end
+  end
+  local retry = 0
+  if used > limit then
+    over = true
+    retry = window
+    if amount <= limit then
+      table.sort(live, function(a, b) return a[1] < b[1] end)
+      local excess = used - limit
+      local freed = 0
+      for _, item in ipairs(live) do
+        freed = freed + item[2]
+        if freed >= excess then
+          retry = math.max(0, (item[1] + n + 1) * width - now)
+          break
+        end
+      end
+    end
+  end
+  table.insert(out, used)
+  table.insert(out, limit)
+  table.insert(out, math.ceil(retry * 1000))
+end
+if not over then
+  for i, key in ipairs(KEYS) do
+    redis.call('HINCRBY', key, tostring(currents[i][1]), amount)
+    redis.call('PEXPIRE', key, currents[i][2])
+  end
+end
+return out
+"""
+
+
+class RedisStore:
+    backend = "redis"
+
+    def __init__(self, url: str, prefix: str = "relayguard:", timeout_ms: int = 1000) -> None:
+        self.url = url
+        self.prefix = prefix
+        timeout = timeout_ms / 1000
+        self._client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 1),
+            health_check_interval=30,
+        )
+        self._consume = self._client.register_script(CONSUME)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except RedisError as exc:
+            raise StateUnavailable(f"Redis state {self._safe_url()}: {exc}") from exc
+
+    def _safe_url(self) -> str:
+        """The URL without a password, for logs and audit lines."""
+        scheme, sep, rest = self.url.partition("://")
+        return f"{scheme}{sep}{rest.rpartition('@')[2]}"
+
+    def _call(self, produce: Callable[[], Any]) -> Any:
+        with self._errors():
+            return produce()
+
+    # --- rate limits -------------------------------------------------------------------------
+    def consume(self, key: str, amount: int, limit: int, window: float, now: float) -> Usage:
+        return self.consume_many([(key, limit, window)], amount, now)[0]
+
+    def consume_many(
+        self, counters: Sequence[tuple[str, int, float]], amount: int, now: float
+    ) -> list[Usage]:
+        keys = [f"{self.prefix}rate:{key}" for key, _, _ in counters]
+        args: list[str | int | float] = [amount, repr(now), BUCKETS]
+        for _, limit, window in counters:
+            args += [limit, window]
+        raw = self._call(lambda: self._consume(keys=keys, args=args))
+        return [
+            Usage(int(raw[i]), int(raw[i + 1]), int(raw[i + 2]) / 1000)
+            for i in range(0, len(raw), 3)
+        ]
+
+    # --- kill switch -------------------------------------------------------------------------
+    @property
+    def _disabled_key(self) -> str:
+        return f"{self.prefix}disabled"
+
+    def disable(self, source: str, reason: str, actor: str, now: float) -> None:
+        value = json.dumps({"reason": reason, "actor": actor, "since": now})
+        self._call(lambda: self._client.hset(self._disabled_key, source, value))
+
+    def enable(self, source: str, actor: str) -> bool:
+        return bool(self._call(lambda: self._client.hdel(self._disabled_key, source)))
+
+    def disabled(self, source: str) -> Disabled | None:
+        value = self._call(lambda: self._client.hget(self._disabled_key, source))
+        return _disabled(source, value) if value else None
+
+    def all_disabled(self) -> list[Disabled]:
+        values = self._call(lambda: self._client.hgetall(self._disabled_key))
+        return [_disabled(source, values[source]) for source in sorted(values)]
+
+    # --- suppression list --------------------------------------------------------------------
+    def _scope_key(self, scope: str) -> str:
+        return f"{self.prefix}suppress:{scope}"
+
+    def suppress(self, scope: str, recipient: str, reason: str, now: float) -> bool:
+        value = json.dumps({"reason": reason, "since": now})
+
+        def run() -> Any:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.hsetnx(self._scope_key(scope), ascii_lower(recipient), value)
+                pipe.sadd(f"{self.prefix}suppress-scopes", scope)
+                return pipe.execute()[0]
+
+        return bool(self._call(run))
+
+    def unsuppress(self, scope: str, recipient: str) -> bool:
+        key = self._scope_key(scope)
+        return bool(self._call(lambda: self._client.hdel(key, ascii_lower(recipient))))
+
+    def is_suppressed(self, scope: str, recipient: str) -> bool:
+        key = self._scope_key(scope)
+        return bool(self._call(lambda: self._client.hexists(key, ascii_lower(recipient))))
+
+    def suppressions(self, scope: str | None = None) -> list[Suppression]:
+        if scope is None:
+            scopes = sorted(
+                self._call(lambda: self._client.smembers(f"{self.prefix}suppress-scopes"))
+            )
+        else:
+            scopes = [scope]
+        found = []
+        for name in scopes:
+            entries = self._hgetall(self._scope_key(name))
+            for recipient in sorted(entries):
+                data = json.loads(entries[recipient])
+                found.append(Suppression(name, recipient, data["reason"], float(data["since"])))
+        return found
+
+    def _hgetall(self, key: str) -> dict[str, str]:
+        with self._errors():
+            return dict(self._client.hgetall(key))  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _disabled(source: str, value: str) -> Disabled:
+    data = json.loads(value)
+    return Disabled(source, data["reason"], data["actor"], float(data["since"]))

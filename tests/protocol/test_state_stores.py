@@ -1,0 +1,148 @@
+"""The two state backends hold the same contract: SQLite on a file, Redis on a real redis-server."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from relayguard.state import StateStore, StateUnavailable
+from relayguard.state.redis import RedisStore
+from relayguard.state.sqlite import SqliteStore
+from tests.support.redis_server import RedisServer
+from tests.support.stack import make_dir
+
+pytestmark = pytest.mark.protocol
+
+T0 = 1_800_000_000.0  # a fixed clock: bucket arithmetic is deterministic
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    directory = make_dir("relayguard-redis-")
+    with RedisServer(directory) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_server: RedisServer
+) -> Iterator[StateStore]:
+    if request.param == "sqlite":
+        opened: StateStore = SqliteStore(tmp_path / "state" / "state.sqlite3")
+    else:
+        opened = RedisStore(redis_server.url, prefix=f"test-{tmp_path.name}:")
+    yield opened
+    opened.close()
+
+
+def test_consume_counts_until_the_limit_and_refuses_without_recording(store: StateStore) -> None:
+    usages = [store.consume("s:messages:minute", 1, 3, 60, T0 + i) for i in range(3)]
+    assert [(u.used, u.exceeded, u.retry_after) for u in usages] == [
+        (1, False, 0.0),
+        (2, False, 0.0),
+        (3, False, 0.0),
+    ]
+    over = store.consume("s:messages:minute", 1, 3, 60, T0 + 10)
+    assert (over.used, over.limit, over.exceeded) == (4, 3, True)
+    # The first event (bucket of T0) leaves the window 61 s after its bucket started.
+    assert over.retry_after == pytest.approx(T0 + 61 - (T0 + 10))
+    again = store.consume("s:messages:minute", 1, 3, 60, T0 + 11)
+    assert again.used == 4  # the refused attempt was not recorded
+    later = store.consume("s:messages:minute", 1, 3, 60, T0 + 61)
+    assert (later.used, later.exceeded) == (3, False)
+
+
+def test_consume_many_is_all_or_nothing(store: StateStore) -> None:
+    counters = [("s:bytes:minute", 1000, 60.0), ("s:bytes:hour", 1500, 3600.0)]
+    first = store.consume_many(counters, 900, T0)
+    assert [u.used for u in first] == [900, 900]
+    second = store.consume_many(counters, 700, T0 + 120)  # minute window empty again, hour not
+    assert [(u.used, u.exceeded) for u in second] == [(700, False), (1600, True)]
+    third = store.consume_many(counters, 600, T0 + 121)
+    assert [u.used for u in third] == [600, 1500]  # the refused 700 was recorded nowhere
+
+
+def test_amount_larger_than_the_limit_never_fits(store: StateStore) -> None:
+    usage = store.consume("s:bytes:day", 5000, 4000, 86400, T0)
+    assert usage.exceeded and usage.retry_after == 86400
+
+
+def test_kill_switch(store: StateStore) -> None:
+    assert store.disabled("printer") is None
+    store.disable("printer", "compromised", "alice", T0)
+    entry = store.disabled("printer")
+    assert entry is not None
+    assert (entry.reason, entry.actor, entry.since) == ("compromised", "alice", T0)
+    assert [d.source for d in store.all_disabled()] == ["printer"]
+    assert store.enable("printer", "bob") is True
+    assert store.enable("printer", "bob") is False
+    assert store.disabled("printer") is None and store.all_disabled() == []
+
+
+def test_suppression_list(store: StateStore) -> None:
+    assert store.suppress("newsletter", "Alice@Example.com", "one-click", T0) is True
+    assert store.suppress("newsletter", "alice@example.com", "again", T0 + 1) is False
+    assert store.is_suppressed("newsletter", "ALICE@example.com")
+    assert not store.is_suppressed("other", "alice@example.com")
+    listed = list(store.suppressions("newsletter"))
+    assert [(s.recipient, s.reason) for s in listed] == [("alice@example.com", "one-click")]
+    assert [s.scope for s in store.suppressions()] == ["newsletter"]
+    assert store.unsuppress("newsletter", "alice@example.com") is True
+    assert not store.is_suppressed("newsletter", "alice@example.com")
+
+
+def _hammer(path: str, count: int) -> None:
+    store = SqliteStore(Path(path))
+    for _ in range(count):
+        store.consume("shared:messages:hour", 1, 10_000, 3600, T0)
+
+
+def test_sqlite_counts_exactly_across_processes(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    SqliteStore(path).consume("shared:messages:hour", 0, 10_000, 3600, T0)  # create the schema
+    workers = [
+        multiprocessing.get_context("fork").Process(target=_hammer, args=(str(path), 200))
+        for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    assert SqliteStore(path).consume("shared:messages:hour", 0, 10_000, 3600, T0).used == 800
+
+
+def test_sqlite_locked_beyond_the_busy_timeout_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    store = SqliteStore(path, timeout_ms=100)
+    store.consume("k", 1, 10, 60, T0)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StateUnavailable, match="database is locked"):
+            store.consume("k", 1, 10, 60, T0)
+        assert store.disabled("x") is None  # WAL: readers are not blocked by a writer
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert store.consume("k", 1, 10, 60, T0).used == 2  # and it recovers by itself
+
+
+def test_redis_down_is_unavailable_and_recovers(tmp_path: Path) -> None:
+    directory = make_dir("relayguard-redis-")
+    server = RedisServer(directory).start()
+    store = RedisStore(server.url, timeout_ms=200)
+    try:
+        store.disable("printer", "test", "alice", T0)
+        server.stop()
+        with pytest.raises(StateUnavailable, match=r"Redis state redis://127\.0\.0\.1"):
+            store.disabled("printer")
+        server.start()  # empty again: --save '' keeps nothing, and the script cache is gone
+        assert store.disabled("printer") is None
+        assert store.consume("k", 1, 5, 60, T0).used == 1  # EVALSHA falls back to EVAL
+    finally:
+        server.stop()

@@ -1,0 +1,231 @@
+"""DKIM signing on parsed messages: the OpenSSL RSA path, the header list, the transform."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from unittest import mock
+
+import dkim
+import dkim.crypto
+import pytest
+
+from relayguard import dkim_keys, dkim_openssl, signing
+from relayguard.checks import Subject
+from relayguard.config import Config, load_config
+from relayguard.message import Client, Envelope, message_from_bytes
+from relayguard.verdict import Action, Decision, Mode
+
+pytestmark = pytest.mark.unit
+
+MESSAGE = (
+    b"From: Scanner <scanner@example.com>\r\n"
+    b"To: alice@example.com\r\n"
+    b"Subject: scan\r\n\tfolded\r\n"
+    b"Date: Mon, 23 Nov 2026 10:00:00 +0000\r\n"
+    b"Message-ID: <1@example.com>\r\n"
+    b"\r\n"
+    b"Scanned document.\r\n"
+)
+
+CONFIG = """
+[relay]
+trace_header = "X-Relayguard"
+[dkim]
+key_directory = "{keys}"
+domains = ["example.com"]
+missing_key = "{missing}"
+[[sources]]
+name = "printer"
+sasl_users = ["printer"]
+senders = ["@example.com", "@sub.example.com", "@other.test"]
+"""
+
+
+@pytest.fixture(scope="module")
+def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("keys")
+    dkim_keys.generate(directory, "example.com", "rsa1", "rsa")
+    dkim_keys.generate(directory, "example.com", "ed1", "ed25519")
+    return directory
+
+
+@pytest.fixture
+def config(tmp_path: Path, key_dir: Path) -> Callable[..., Config]:
+    def make(missing: str = "refuse") -> Config:
+        path = tmp_path / "relayguard.toml"
+        path.write_text(CONFIG.format(keys=key_dir, missing=missing))
+        return load_config(path)
+
+    return make
+
+
+def dnsfunc(keys: tuple[dkim_keys.SigningKey, ...]) -> Callable[..., bytes | None]:
+    records = {
+        f"{dkim_keys.record_name(k.domain, k.selector)}.".encode(): dkim_keys.record_text(
+            k
+        ).encode()
+        for k in keys
+    }
+    return lambda name, timeout=5: records.get(name)
+
+
+def subject_for(config: Config, raw: bytes = MESSAGE) -> Subject:
+    envelope = Envelope(Client(sasl_user="printer"), "scanner@example.com", ("alice@example.com",))
+    return Subject(config, config.sources[0], envelope, message=message_from_bytes(raw, envelope))
+
+
+def accepted() -> Decision:
+    return Decision(Action.ACCEPT, Action.ACCEPT, Mode.ENFORCE, ())
+
+
+def delivered(subject: Subject, decision: Decision) -> bytes:
+    """The message as Postfix delivers it: added headers appended in order."""
+    headers = signing.delivered_headers(subject, decision)
+    assert subject.message is not None
+    return signing.render(headers, subject.message.body)
+
+
+# --- RSA through OpenSSL -------------------------------------------------------------------------
+
+
+def test_openssl_rsa_is_byte_identical_to_dkimpy_pure_python(key_dir: Path) -> None:
+    rsa_key = next(k for k in dkim_keys.load_keys(key_dir, "example.com") if k.algorithm == "rsa")
+    key_dict = dkim.crypto.parse_pem_private_key(rsa_key.private)
+    for data in (b"", b"one message", bytes(range(256)) * 40):
+        expected = dkim_openssl.PURE_PYTHON_SIGN(dkim_openssl.sha256(data), key_dict)
+        assert dkim_openssl.rsassa_pkcs1_v1_5_sign(dkim_openssl.sha256(data), key_dict) == expected
+
+
+def test_whole_signature_is_identical_with_either_rsa_path(key_dir: Path) -> None:
+    rsa_key = next(k for k in dkim_keys.load_keys(key_dir, "example.com") if k.algorithm == "rsa")
+    include = signing.header_list([(b"from", b"x")])
+    with mock.patch("time.time", return_value=1_800_000_000):
+        fast = signing.sign(MESSAGE, (rsa_key,), include)
+        dkim_openssl.uninstall()
+        try:
+            slow = signing.sign(MESSAGE, (rsa_key,), include)
+        finally:
+            dkim_openssl.install()
+    assert fast == slow
+
+
+def test_dkimpy_signs_through_the_openssl_function(key_dir: Path) -> None:
+    """The path in use: dkimpy's module-level name is ours, and signing really calls it."""
+    assert dkim_openssl.installed()
+    assert dkim.RSASSA_PKCS1_v1_5_sign is dkim_openssl.rsassa_pkcs1_v1_5_sign
+    rsa_key = next(k for k in dkim_keys.load_keys(key_dir, "example.com") if k.algorithm == "rsa")
+    with (
+        mock.patch.object(
+            dkim, "RSASSA_PKCS1_v1_5_sign", wraps=dkim_openssl.rsassa_pkcs1_v1_5_sign
+        ) as spy,
+        mock.patch.object(dkim.crypto, "rsa_decrypt", side_effect=AssertionError("pure Python")),
+    ):
+        signing.sign(MESSAGE, (rsa_key,), signing.header_list([]))
+    assert spy.call_count == 1
+
+
+# --- the header list -----------------------------------------------------------------------------
+
+
+def test_header_list_oversigns_present_and_absent_names() -> None:
+    headers = [(b"From", b"a@example.com"), (b"Subject", b"s"), (b"Date", b"d"), (b"To", b"t")]
+    include = signing.header_list(headers, ["X-Relayguard"])
+    assert include.count(b"from") == 2 and include.count(b"subject") == 2
+    assert include.count(b"cc") == 1 and include.count(b"list-unsubscribe-post") == 1
+    assert include.count(b"x-relayguard") == 1
+    # Postfix adds a missing Message-ID for local clients after signing: never sign its absence.
+    assert b"message-id" not in include
+
+
+# --- the transform -------------------------------------------------------------------------------
+
+
+def test_transform_signs_with_both_keys_and_covers_the_added_header(
+    config: Callable[..., Config],
+) -> None:
+    cfg = config()
+    subject = subject_for(cfg)
+    decision = replace(accepted(), headers=(("X-Relayguard", "source=printer; verdict=accept"),))
+    signed = signing.sign_delivered(subject, decision)
+    names = [name for name, _ in signed.headers]
+    assert names == ["X-Relayguard", "DKIM-Signature", "DKIM-Signature"]
+    assert signed.verdicts[-1].reason == "signed d=example.com s=rsa1(rsa),ed1(ed25519)"
+    message = b"".join(
+        f"{n}: {v}".encode().replace(b"\n", b"\r\n") + b"\r\n" for n, v in signed.headers[1:]
+    ) + delivered(subject, decision)
+    lookup = dnsfunc(cfg.dkim.keys["example.com"])
+    assert [dkim.DKIM(message).verify(idx=i, dnsfunc=lookup) for i in (0, 1)] == [True, True]
+    tampered = message.replace(b"verdict=accept", b"verdict=reject")
+    assert not dkim.DKIM(tampered).verify(idx=0, dnsfunc=lookup)
+
+
+def test_subdomain_signs_with_parent_domain(config: Callable[..., Config]) -> None:
+    raw = MESSAGE.replace(b"scanner@example.com", b"scanner@sub.example.com")
+    signed = signing.sign_delivered(subject_for(config(), raw), accepted())
+    assert signed.verdicts[-1].reason.startswith("signed d=example.com ")
+
+
+def test_sender_supplied_trace_header_is_left_out_like_the_adapter_deletes_it(
+    config: Callable[..., Config],
+) -> None:
+    raw = b"X-Relayguard: forged\r\n" + MESSAGE
+    subject = subject_for(config(), raw)
+    names = [name for name, _ in signing.delivered_headers(subject, accepted())]
+    assert b"X-Relayguard" not in names and b"From" in names
+
+
+def test_missing_key_refused_or_passed_unsigned_with_a_warning(
+    config: Callable[..., Config],
+) -> None:
+    raw = MESSAGE.replace(b"scanner@example.com", b"scanner@other.test")
+    refused = signing.sign_delivered(subject_for(config("refuse"), raw), accepted())
+    assert refused.action is Action.REJECT
+    assert refused.reply is not None and refused.reply.code == "550"
+    assert "no DKIM key for From domain other.test" in refused.reply.text
+    passed = signing.sign_delivered(subject_for(config("unsigned"), raw), accepted())
+    assert passed.action is Action.ACCEPT and passed.headers == ()
+    assert passed.verdicts[-1].reason == "not signed: no DKIM key for From domain other.test"
+
+
+def test_monitor_mode_audits_would_reject_and_keeps_headers(
+    config: Callable[..., Config],
+) -> None:
+    raw = MESSAGE.replace(b"scanner@example.com", b"scanner@other.test")
+    monitor = Decision(Action.ACCEPT, Action.ACCEPT, Mode.MONITOR, (), headers=(("X-A", "1"),))
+    result = signing.sign_delivered(subject_for(config(), raw), monitor)
+    assert (result.action, result.outcome, result.headers) == (
+        Action.ACCEPT,
+        "would_reject",
+        (("X-A", "1"),),
+    )
+
+
+def test_signing_error_raises_so_the_pipeline_tempfails(config: Callable[..., Config]) -> None:
+    cfg = config()
+    broken = tuple(
+        replace(k, private=base64.b64encode(b"short")) if k.algorithm == "ed25519" else k
+        for k in cfg.dkim.keys["example.com"]
+    )
+    keys = {"example.com": broken}
+    cfg = replace(cfg, dkim=replace(cfg.dkim, keys=keys))
+    with pytest.raises(signing.SigningError):
+        signing.sign_delivered(subject_for(cfg), accepted())
+
+
+def test_pipeline_turns_a_signing_error_into_tempfail(config: Callable[..., Config]) -> None:
+    from relayguard.pipeline import Pipeline
+
+    cfg = config()
+    broken = {"example.com": (replace(cfg.dkim.keys["example.com"][0], private=b"not a key"),)}
+    cfg = replace(cfg, dkim=replace(cfg.dkim, keys=broken))
+    pipeline = Pipeline.for_config(cfg)
+    assert pipeline.transforms[-1].name == "dkim"  # signing is the last transform
+    subject = subject_for(cfg)
+    assert subject.message is not None
+    decision = pipeline.at_end(cfg.sources[0], subject.message)
+    assert decision.action is Action.TEMPFAIL
+    assert decision.reply is not None and decision.reply.code == "451"
+    assert decision.headers == ()

@@ -1,0 +1,91 @@
+"""The rules workbench: `relayguard rules check | test`, and the suite mode for CI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from relayguard.cli import main
+
+pytestmark = pytest.mark.unit
+
+SUITE = Path(__file__).parents[1] / "data" / "content" / "suite"
+CONFIG = SUITE / "relayguard.toml"
+
+
+def test_rules_check_lists_rules_detectors_and_profiles(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "check", "--config", str(CONFIG)]) == 0
+    out = capsys.readouterr().out
+    assert "YARA: 5 rule(s) in 2 file(s)" in out
+    assert "  markers:Block_Marker: reject" in out
+    assert "  attachments:Executable_In_Archive: reject (default)" in out
+    assert "  profile pci: any of card_number>=3 -> reject; used by billing" in out
+    assert out.rstrip().endswith("OK")
+
+
+def test_rules_check_reports_a_broken_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(SUITE.parent / "yara", tmp_path / "yara")
+    (tmp_path / "yara" / "new.yar").write_text("rule new {\n  condition: filesize <\n}\n")
+    (tmp_path / "suite").mkdir()
+    config = tmp_path / "suite" / "relayguard.toml"
+    config.write_text(CONFIG.read_text())
+    assert main(["rules", "check", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"yara.rules_dir: {tmp_path}/yara/new.yar line 3: syntax error" in err
+
+
+def test_rules_test_shows_hits_per_part_without_the_data(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sample = SUITE / "cards-export.eml"
+    assert main(["rules", "test", "--config", str(CONFIG), "--source", "billing", str(sample)]) == 0
+    out = capsys.readouterr().out
+    assert f"{sample}: reject (source billing)" in out
+    assert "dlp          reject     DLP profile pci matched: card_number=3" in out
+    assert "part 2 (cards.csv): dlp:card_number=3" in out
+    assert "4111" not in out
+
+
+def test_rules_test_show_matches_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    sample = SUITE / "cards-export.eml"
+    args = ["rules", "test", "--config", str(CONFIG), str(sample), "--show-matches", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)[0]
+    assert result["action"] == "accept"  # no --source: no DLP profile applies
+    assert result["dlp_counts"] == {"card_number": 3}
+    assert {m["value"] for m in result["matches"]} == {
+        "4111111111111111",
+        "5500000000000004",
+        "378282246310005",
+    }
+
+
+def test_suite_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "test", "--config", str(CONFIG), "--suite", str(SUITE)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "4 passed, 0 failed"
+
+
+def test_suite_failure_says_what_differs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for sample in SUITE.glob("*.eml"):
+        shutil.copy(sample, tmp_path)
+    (tmp_path / "manifest.toml").write_text(
+        '[[samples]]\nfile = "hold-marker.eml"\nexpect = "reject"\nrules = ["markers:Other"]\n'
+        '[[samples]]\nfile = "cards-export.eml"\nsource = "billing"\nexpect = "reject"\n'
+        "detectors = { card_number = 2 }\n"
+        '[[samples]]\nfile = "missing.eml"\nexpect = "accept"\n'
+    )
+    assert main(["rules", "test", "--config", str(CONFIG), "--suite", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL hold-marker.eml" in out
+    assert "expected reject, got quarantine (yara: YARA rule markers:Hold_Marker matched" in out
+    assert "YARA rules: expected ['markers:Other'], got ['markers:Hold_Marker']" in out
+    assert "detector card_number: expected 2, got 3" in out
+    assert "FAIL missing.eml" in out
+    assert out.splitlines()[-1] == "0 passed, 3 failed"
