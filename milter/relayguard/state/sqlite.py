@@ -4,7 +4,11 @@ WAL lets readers (the kill switch, read on every transaction) run while one proc
 busy timeout makes a writer wait for another instead of failing at once. A rate-limit update is a
 read-modify-write, so it runs in a `BEGIN IMMEDIATE` transaction: the write lock is taken before
 the read, and two processes can never both admit the last message of a window. A connection is
-never used across fork(): each process (worker) opens its own on first use.
+never used across fork(): each process (worker) opens its own on first use, and every open
+connection is closed *before* any fork() (os.register_at_fork). SQLite keeps its POSIX-lock
+bookkeeping per process: a child forked while its parent had the file open inherits a copy that
+claims locks the child does not hold, skips real locking and silently loses updates (seen here
+with the supervisor forking workers; "How To Corrupt An SQLite Database File", section 2.6).
 
 synchronous=NORMAL: in WAL mode a crash of a process loses nothing; a power failure may lose the
 last transactions (counters restart slightly low). The database file, its -wal and -shm files must
@@ -17,6 +21,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -37,6 +42,26 @@ CREATE TABLE IF NOT EXISTS suppressions (
     PRIMARY KEY (scope, recipient)
 ) WITHOUT ROWID;
 """
+
+
+_OPEN: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
+
+
+def _close_all_before_fork() -> None:
+    for store in list(_OPEN):
+        store.close_for_fork()
+
+
+os.register_at_fork(before=_close_all_before_fork)
+
+
+def _close_in_owner(conn: sqlite3.Connection, pid: int) -> None:
+    """A store garbage-collected without close(): close its connection explicitly (which finalizes
+    its statements) in the process that opened it. Left to deallocation, SQLite can keep the file
+    and its lock bookkeeping open as a zombie, and a later fork() inherits the hazard above."""
+    if os.getpid() == pid:
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
 
 
 class SqliteStore:
@@ -70,7 +95,14 @@ class SqliteStore:
                 conn.close()
                 raise
             self._conn, self._pid = conn, os.getpid()
+            _OPEN.add(self)
+            weakref.finalize(self, _close_in_owner, conn, self._pid)
         return self._conn
+
+    def close_for_fork(self) -> None:
+        """Before fork(): waits for a transaction in flight, then closes (reopened lazily)."""
+        with self._lock:
+            self._drop()
 
     @contextlib.contextmanager
     def _transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
