@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: test deps lint typecheck pytest relay bench
+.PHONY: test deps lint typecheck pytest relay bench appliance
 
 test: deps lint typecheck pytest
 
@@ -23,6 +23,11 @@ pytest: deps
 
 relay: deps
 	$(BIN)/python scripts/local_relay.py
+
+# The appliance on this machine: ansible-core in its own venv, ansible/site.yml applied locally.
+# Site settings: ansible/vars/site.yml; ARGS go to ansible-playbook (e.g. ARGS="-e @site.yml").
+appliance:
+	scripts/appliance.sh $(ARGS)
 
 # Not part of `make test`: minutes of load, written to bench/results/ (see bench/README.md).
 bench: deps

@@ -17,6 +17,7 @@ APT_PACKAGES=(
   redis-server                  # the shared state backend, started per test on loopback
   nsd                           # authoritative DNS on loopback: DKIM keys and dns-audit test zones
   opendkim libmail-dkim-perl    # independent DKIM verifiers (C and Perl) for the signing tests
+  vagrant systemd               # deploy tier: `vagrant validate`, `systemd-analyze verify` on units
 )
 
 missing=()

@@ -130,6 +130,15 @@ def config_warnings(config: Config) -> list[str]:
         warnings.append(
             f"{config.path}: relay.audit_log: directory {config.relay.audit_log.parent} missing"
         )
+    clamav = config.content.clamav
+    if clamav is not None and clamav.database_directory is not None:
+        official = ("main.cvd", "main.cld", "daily.cvd", "daily.cld")
+        if not any((clamav.database_directory / name).exists() for name in official):
+            warnings.append(
+                f"{config.path}: clamav.database_directory: no official ClamAV signatures"
+                f" (main/daily) in {clamav.database_directory}; clamd has only a local set:"
+                " run freshclam"
+            )
     if not config.relay.internal_domains:
         warnings.append(
             f"{config.path}: relay.internal_domains: empty; unregistered clients using your"

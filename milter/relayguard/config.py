@@ -78,7 +78,7 @@ SCHEMA: Mapping[str, frozenset[str]] = MappingProxyType(
             {"max_depth", "max_parts", "max_decoded_bytes", "max_archive_members"}
             | {"max_expansion_ratio", "limit_action", "encrypted_action"}
         ),
-        "clamav": frozenset({"socket", "timeout", "failure_action"}),
+        "clamav": frozenset({"socket", "timeout", "failure_action", "database_directory"}),
         "yara": frozenset({"rules_dir", "default_action", "timeout", "failure_action"}),
         "dlp": frozenset({"default_profile", "unreadable_action"}),
         "dlp_detectors": frozenset(

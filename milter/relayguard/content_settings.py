@@ -67,6 +67,7 @@ class ClamavSettings:
     socket: str
     timeout: int = 30
     failure_action: Action = Action.TEMPFAIL
+    database_directory: Path | None = None  # only for `relayguard check`'s signature warning
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +167,12 @@ def _clamav(table: TableLike) -> ClamavSettings:
             parse_spec(socket)
         except ValueError as exc:
             table.problem("socket", str(exc))
+    database = table.string("database_directory")
     return ClamavSettings(
         socket=socket,
         timeout=table.integer("timeout", 30, 1, 3600) or 30,
         failure_action=table.choice("failure_action", FAILURE_ACTIONS, Action.TEMPFAIL),
+        database_directory=Path(database) if database else None,
     )
 
 
