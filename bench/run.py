@@ -7,6 +7,8 @@ Postfix's own `smtp-sink`; the load comes from Postfix's `smtp-source` on the po
   bare         no milter
   floor        the smallest pymilter milter, accepting everything (the protocol's own cost)
   relayguard-N relayguard with the built-in checks (source, sender, recipients), N worker processes
+  STAGE-N      pass-through plus one stage: clamav, yara, dlp, dkim (RSA-2048 + Ed25519), state
+  full-N       every stage at once: the full pipeline
 
 Throughput on these machines is noisy (±15 % run to run), so each repeat runs every variant, in a
 rotated order, and the report gives per-repeat ratios as well as medians. Results are written as
@@ -34,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support.clamd import ClamdServer  # noqa: E402
 from tests.support.milter_process import MilterProcess  # noqa: E402
 from tests.support.stack import (  # noqa: E402
     PostfixInstance,
@@ -60,7 +63,51 @@ socket_group = "postfix"
 name = "bench"
 networks = ["127.0.0.1/32"]
 senders = ["{sender}"]
+{source_extra}
+{sections}
 """
+STAGES = ("clamav", "yara", "dlp", "dkim", "state")
+YARA_RULES = """
+rule suspicious_script { meta: action = "tag" strings: $a = "eval(" $b = "document.write(unescape"
+  condition: any of them }
+rule office_macro { meta: action = "quarantine" strings: $a = "AutoOpen" $b = "Document_Open"
+  condition: any of them }
+rule eicar_text { strings: $a = "EICAR-STANDARD-ANTIVIRUS-TEST-FILE" condition: $a }
+"""
+
+
+def stage_sections(stages: frozenset[str], directory: Path, clamd_spec: str) -> tuple[str, str]:
+    """The config of the chosen stages: ([[sources]] additions, extra tables)."""
+    source, sections = [], []
+    if "clamav" in stages:
+        sections.append(f'[clamav]\nsocket = "{clamd_spec}"\n')
+    if "yara" in stages:
+        rules = directory / "yara"
+        rules.mkdir(exist_ok=True)
+        (rules / "bench.yar").write_text(YARA_RULES)
+        sections.append(f'[yara]\nrules_dir = "{rules}"\n')
+    if "dlp" in stages:
+        source.append('dlp_profile = "cards"')
+        sections.append(
+            '[[dlp_profiles]]\nname = "cards"\n'
+            'detectors = { card_number = 3, iban = 3, es_dni = 3, us_ssn = 3 }\naction = "tag"\n'
+        )
+    if "dkim" in stages:
+        keys = directory / "dkim"
+        for algorithm, selector in (("rsa", "rsa1"), ("ed25519", "ed1")):
+            subprocess.run(
+                [sys.executable, "-m", "relayguard.cli", "dkim", "generate", "--key-directory",
+                 str(keys), "--user", "root", "--domain", "example.com", "--selector", selector,
+                 "--algorithm", algorithm],
+                check=True, capture_output=True,
+            )  # fmt: skip
+        sections.append(f'[dkim]\nkey_directory = "{keys}"\ndomains = ["example.com"]\n')
+    if "state" in stages:
+        source.append(
+            "rate_limits = { messages_per_minute = 1000000, bytes_per_hour = 100000000000 }"
+        )
+        sections.append(f'[state]\nbackend = "sqlite"\npath = "{directory / "state.sqlite3"}"\n')
+    return "\n".join(source), "\n".join(sections)
 
 
 @dataclass
@@ -68,6 +115,7 @@ class Variant:
     name: str
     workers: int = 0  # relayguard worker processes; 0 = no relayguard
     floor: bool = False
+    stages: frozenset[str] = frozenset()
     postfix: PostfixInstance | None = None
     milter: MilterProcess | None = None
     floor_process: subprocess.Popen[bytes] | None = None
@@ -159,6 +207,7 @@ class Bench:
         self.sink: subprocess.Popen[bytes] | None = None
         self.variants: list[Variant] = []
         self.hz = os.sysconf("SC_CLK_TCK")
+        self.clamd: ClamdServer | None = None
 
     def start(self) -> None:
         sink_log = (self.base / "smtp-sink.log").open("wb")
@@ -168,12 +217,17 @@ class Bench:
         )  # fmt: skip
         for name in self.args.variants:
             variant = Variant(name)
+            kind, _, workers = name.partition("-")
             if name == "floor":
                 variant.floor = True
-            elif name.startswith("relayguard-"):
-                variant.workers = int(name.split("-", 1)[1])
+            elif kind in ("relayguard", "full", *STAGES) and workers.isdigit():
+                variant.workers = int(workers)
+                stages = set(STAGES) if kind == "full" else {kind} & set(STAGES)
+                variant.stages = frozenset(stages)
             elif name != "bare":
                 raise SystemExit(f"unknown variant {name!r}")
+            if "clamav" in variant.stages and self.clamd is None:
+                self.clamd = ClamdServer(make_dir("clamd-", self.base)).start()
             self._start_variant(variant)
             self.variants.append(variant)
 
@@ -182,9 +236,15 @@ class Bench:
         socket_path = None
         if variant.workers:
             config = directory / "relayguard.toml"
+            clamd_spec = self.clamd.spec if self.clamd else ""
+            source_extra, sections = stage_sections(variant.stages, directory, clamd_spec)
             config.write_text(
                 CONFIG.format(
-                    audit=directory / "audit.jsonl", workers=variant.workers, sender=SENDER
+                    audit=directory / "audit.jsonl",
+                    workers=variant.workers,
+                    sender=SENDER,
+                    source_extra=source_extra,
+                    sections=sections,
                 )
             )
             variant.milter = MilterProcess(
@@ -235,6 +295,8 @@ class Bench:
         if self.sink is not None:
             self.sink.kill()
             self.sink.wait()
+        if self.clamd is not None:
+            self.clamd.stop()
         if not self.args.keep:
             shutil.rmtree(self.base, ignore_errors=True)
 
@@ -420,7 +482,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--variants", default="bare,floor,relayguard-1,relayguard-2")
+    parser.add_argument(
+        "--variants",
+        default="bare,floor,relayguard-1,relayguard-2,clamav-2,yara-2,dlp-2,dkim-2,state-2,full-1,full-2",
+    )
     parser.add_argument("--sizes", default="10k,100k,2m")
     parser.add_argument("--concurrency", default="8")
     parser.add_argument("--repeats", type=int, default=5)

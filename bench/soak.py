@@ -1,6 +1,8 @@
-"""Soak: N messages (default 20,000) through Postfix + relayguard in one run, then count.
+"""Soak: N messages (default 20,000) through Postfix + the full relayguard pipeline, then count.
 
-Passes when the sink received exactly N distinct Message-IDs, the audit log has exactly N decision
+The full pipeline: clamd, YARA, DLP, DKIM (RSA-2048 + Ed25519) and SQLite state. Passes when the
+sink received exactly N distinct Message-IDs, each with a valid RSA and a valid Ed25519 DKIM
+signature, the audit log has exactly N decision
 lines, and the milter's memory (PSS) after the run stays within 1.2x of its warm-up value.
 Load from `smtp-source` on the port-25 listener; Postfix's `smtp-sink` dumps every delivered
 message to a file. Run: `.venv/bin/python bench/soak.py [--messages 20000]` (as root).
@@ -20,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import dkim  # noqa: E402
+from tests.support.clamd import ClamdServer  # noqa: E402
 from tests.support.milter_process import MilterProcess  # noqa: E402
 from tests.support.stack import (  # noqa: E402
     PostfixInstance,
@@ -29,7 +33,16 @@ from tests.support.stack import (  # noqa: E402
     postfix_settings,
 )
 
-from bench.run import CONFIG, RECIPIENT, SENDER, message_file, queue_empty  # noqa: E402
+from bench.run import (  # noqa: E402
+    CONFIG,
+    RECIPIENT,
+    SENDER,
+    STAGES,
+    message_file,
+    queue_empty,
+    stage_sections,
+)
+from relayguard.dkim_keys import load_keys, record_name, record_text  # noqa: E402
 
 MESSAGE_ID = re.compile(rb"^Message-I[Dd]:\s*(\S+)", re.MULTILINE)
 
@@ -42,6 +55,18 @@ def pss_mb(pids: list[int]) -> float:
             if line.startswith("Pss:"):
                 total += int(line.split()[1])
     return total / 1024
+
+
+def both_signatures_valid(data: bytes, records: dict[bytes, bytes]) -> bool:
+    """dkimpy verifies each DKIM-Signature against the keys on disk (no DNS in a soak)."""
+    checker = dkim.DKIM(data)
+    signatures = [v for k, v in checker.headers if k.lower() == b"dkim-signature"]
+    algorithms = {b"rsa" if b"a=rsa-sha256" in s else b"ed25519" for s in signatures}
+    valid = all(
+        checker.verify(idx=index, dnsfunc=lambda name, timeout=5: records.get(name, b""))
+        for index in range(len(signatures))
+    )
+    return valid and algorithms == {b"rsa", b"ed25519"}
 
 
 def send(port: int, count: int, message: Path, concurrency: int) -> None:
@@ -72,7 +97,17 @@ def main() -> int:
     )  # fmt: skip
     config = base / "relayguard.toml"
     audit = base / "audit.jsonl"
-    config.write_text(CONFIG.format(audit=audit, workers=args.workers, sender=SENDER))
+    clamd = ClamdServer(make_dir("clamd-", base)).start()
+    source_extra, sections = stage_sections(frozenset(STAGES), base, clamd.spec)
+    config.write_text(
+        CONFIG.format(
+            audit=audit,
+            workers=args.workers,
+            sender=SENDER,
+            source_extra=source_extra,
+            sections=sections,
+        )
+    )
     milter = MilterProcess(config, base / "milter.sock", base / "milter.log").start()
     settings = postfix_settings(
         make_dir("postfix-", base),
@@ -107,17 +142,24 @@ def main() -> int:
     finally:
         postfix.stop()
         milter.stop()
+        clamd.stop()
         sink.kill()
         sink.wait()
+    records = {
+        record_name("example.com", key.selector).encode() + b".": record_text(key).encode()
+        for key in load_keys(base / "dkim", "example.com")
+    }
 
     total = args.warmup + args.messages
     ids = set()
-    files = 0
+    files = signed = 0
     for dump in dumps.iterdir():
         files += 1
-        match = MESSAGE_ID.search(dump.read_bytes())
+        data = dump.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        match = MESSAGE_ID.search(data)
         if match:
             ids.add(match.group(1))
+        signed += both_signatures_valid(data, records)
     decisions = [json.loads(line) for line in audit.read_text().splitlines()]
     accepted = sum(1 for d in decisions if d["action"] == "accept")
     verdict = {
@@ -125,6 +167,7 @@ def main() -> int:
         "seconds_for_main_run": round(seconds, 1),
         "msg_per_s": round(args.messages / seconds, 1),
         "dumped_files": files,
+        "valid_rsa_and_ed25519_signatures": signed,
         "distinct_message_ids": len(ids),
         "audit_lines": len(decisions),
         "audit_accepts": accepted,
@@ -135,6 +178,7 @@ def main() -> int:
     ok = (
         files == total
         and len(ids) == total
+        and signed == total
         and len(decisions) == total
         and accepted == total
         and after <= 1.2 * warm
