@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.clamd import ClamdServer  # noqa: E402
+from tests.support.clamd import Clamd  # noqa: E402
 from tests.support.milter_process import MilterProcess  # noqa: E402
 from tests.support.stack import (  # noqa: E402
     PostfixInstance,
@@ -207,7 +207,7 @@ class Bench:
         self.sink: subprocess.Popen[bytes] | None = None
         self.variants: list[Variant] = []
         self.hz = os.sysconf("SC_CLK_TCK")
-        self.clamd: ClamdServer | None = None
+        self.clamd: Clamd | None = None
 
     def start(self) -> None:
         sink_log = (self.base / "smtp-sink.log").open("wb")
@@ -227,7 +227,7 @@ class Bench:
             elif name != "bare":
                 raise SystemExit(f"unknown variant {name!r}")
             if "clamav" in variant.stages and self.clamd is None:
-                self.clamd = ClamdServer(make_dir("clamd-", self.base)).start()
+                self.clamd = Clamd(make_dir("clamd-", self.base)).start()
             self._start_variant(variant)
             self.variants.append(variant)
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import dkim  # noqa: E402
-from tests.support.clamd import ClamdServer  # noqa: E402
+from tests.support.clamd import Clamd  # noqa: E402
 from tests.support.milter_process import MilterProcess  # noqa: E402
 from tests.support.stack import (  # noqa: E402
     PostfixInstance,
@@ -97,7 +97,7 @@ def main() -> int:
     )  # fmt: skip
     config = base / "relayguard.toml"
     audit = base / "audit.jsonl"
-    clamd = ClamdServer(make_dir("clamd-", base)).start()
+    clamd = Clamd(make_dir("clamd-", base)).start()
     source_extra, sections = stage_sections(frozenset(STAGES), base, clamd.spec)
     config.write_text(
         CONFIG.format(
