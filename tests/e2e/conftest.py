@@ -199,14 +199,16 @@ class Relay:
 def relay(e2e_dir: Path, postfix_stack: StackFactory) -> Iterator[Callable[..., Relay]]:
     milters: list[MilterProcess] = []
 
-    def start(mode: str = "enforce", **settings: object) -> Relay:
+    def start(mode: str = "enforce", extra_config: str = "", **settings: object) -> Relay:
+        """`extra_config` is appended to the TOML (more tables, e.g. a DLP profile)."""
         directory = make_dir("milter-", e2e_dir)
         audit = directory / "audit.jsonl"
         config = directory / "relayguard.toml"
-        config.write_text(CONFIG.format(mode=mode, audit=audit, user=DEVICE_USER))
+        config.write_text(CONFIG.format(mode=mode, audit=audit, user=DEVICE_USER) + extra_config)
         milter = MilterProcess(config, directory / "milter.sock", directory / "milter.log")
         milters.append(milter.start())
-        stack = postfix_stack(milter.socket_path, mynetworks=["127.0.0.1/32"], **settings)
+        settings.setdefault("mynetworks", ["127.0.0.1/32"])
+        stack = postfix_stack(milter.socket_path, **settings)
         return Relay(stack, milter, audit)
 
     yield start
