@@ -20,8 +20,9 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
+
+from tests.support.daemon import Daemon
 
 CLAMD = "/usr/sbin/clamd"
 # The EICAR anti-virus test file (eicar.org): harmless, detected by every scanner by design.
@@ -41,7 +42,7 @@ def write_database(directory: Path) -> None:
     (directory / "relayguard-test.ndb").write_text(f"{SIGNATURE}-Body:0:*:{EICAR.hex()}\n")
 
 
-class Clamd:
+class Clamd(Daemon):
     def __init__(self, directory: Path, stream_max_length: str = "64M") -> None:
         self.directory = directory
         self.socket_path = directory / "clamd.sock"
@@ -139,14 +140,3 @@ class Clamd:
             if path.exists():
                 parts.append(path.read_text(errors="replace"))
         return "\n".join(parts)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

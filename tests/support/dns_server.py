@@ -23,7 +23,6 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Self
 
 import dns.exception
@@ -31,6 +30,8 @@ import dns.message
 import dns.query
 import dns.rdatatype
 import dns.resolver
+
+from tests.support.daemon import Daemon
 
 NSD = "/usr/sbin/nsd"
 NSD_CHECKCONF = "/usr/sbin/nsd-checkconf"
@@ -78,7 +79,7 @@ def _origin(name: str) -> str:
     return name.rstrip(".").lower() + "."
 
 
-class DnsServer:
+class DnsServer(Daemon):
     """NSD serving `zones` (origin -> zone-file text) on ``127.0.0.1:port``."""
 
     def __init__(self, zones: Mapping[str, str], *, directory: Path | None = None) -> None:
@@ -185,17 +186,6 @@ class DnsServer:
             self._output = None
         if self._own_directory and not os.environ.get("RELAYGUARD_KEEP_TMP"):
             shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- changing zones while running -------------------------------------------------------
 

@@ -8,13 +8,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
+
+from tests.support.daemon import Daemon
 
 RELAYGUARD = [sys.executable, "-m", "relayguard.cli"]
 
 
-class MilterProcess:
+class MilterProcess(Daemon):
     """`relayguard milter` on a unix socket; output goes to a log file, never to pytest's stdout."""
 
     def __init__(self, config: Path, socket_path: Path, log: Path) -> None:
@@ -72,14 +73,3 @@ class MilterProcess:
             for pid in [self.pid, *self.workers()]:
                 os.kill(pid, signal.SIGKILL)
             self.process.wait(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -7,13 +7,13 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
+from tests.support.daemon import Daemon
 from tests.support.stack import LOOPBACK, free_ports
 
 
-class RedisServer:
+class RedisServer(Daemon):
     """`redis-server` in the foreground, output to a file, stopped by PID; restartable on the
     same port (to test a backend that goes away and comes back)."""
 
@@ -58,14 +58,3 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
