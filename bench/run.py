@@ -40,6 +40,7 @@ from tests.support.clamd import Clamd  # noqa: E402
 from tests.support.milter_process import MilterProcess  # noqa: E402
 from tests.support.stack import (  # noqa: E402
     PostfixInstance,
+    TlsFiles,
     free_ports,
     make_dir,
     make_self_signed,
@@ -158,6 +159,34 @@ class Latency:
         return ordered[index]
 
 
+def start_postfix(
+    directory: Path, tls: TlsFiles, sink_port: int, milter_socket: str | None
+) -> tuple[PostfixInstance, int]:
+    """A Postfix instance from the templates delivering to the sink; returns it and its port-25
+    listener, where 127.0.0.1 is the bench source's network."""
+    smtp, submission, smtps = free_ports(3)
+    settings = postfix_settings(
+        make_dir("postfix-", directory),
+        tls=tls,
+        relayhost=f"[127.0.0.1]:{sink_port}",
+        ports={"smtp": smtp, "submission": submission, "smtps": smtps},
+        milter_socket=milter_socket,
+        mynetworks=["127.0.0.1/32"],
+        # The benchmark measures throughput, not anvil's protection against it.
+        smtpd_client_connection_count_limit=0,
+        smtpd_client_connection_rate_limit=0,
+        smtpd_client_message_rate_limit=0,
+        smtpd_client_recipient_rate_limit=0,
+        smtpd_client_event_limit_exceptions=["127.0.0.1"],
+        message_size_limit=50_000_000,
+    )
+    postfix = PostfixInstance(settings)
+    postfix.write_config()
+    postfix.check()
+    postfix.start()
+    return postfix, smtp
+
+
 def message_file(directory: Path, size: int) -> Path:
     """A device-like message of about SIZE bytes (smtp-source adds CRLF and dot-stuffing)."""
     path = directory / f"message-{size}.txt"
@@ -261,27 +290,8 @@ class Bench:
             )  # fmt: skip
             while not socket_path.exists():
                 time.sleep(0.05)
-        smtp, submission, smtps = free_ports(3)
-        variant.port = smtp
-        settings = postfix_settings(
-            make_dir("postfix-", directory),
-            tls=self.tls,
-            relayhost=f"[127.0.0.1]:{self.sink_port}",
-            ports={"smtp": smtp, "submission": submission, "smtps": smtps},
-            milter_socket=f"unix:{socket_path}" if socket_path else None,
-            mynetworks=["127.0.0.1/32"],
-            # The benchmark measures throughput, not anvil's protection against it.
-            smtpd_client_connection_count_limit=0,
-            smtpd_client_connection_rate_limit=0,
-            smtpd_client_message_rate_limit=0,
-            smtpd_client_recipient_rate_limit=0,
-            smtpd_client_event_limit_exceptions=["127.0.0.1"],
-            message_size_limit=50_000_000,
-        )
-        variant.postfix = PostfixInstance(settings)
-        variant.postfix.write_config()
-        variant.postfix.check()
-        variant.postfix.start()
+        milter = f"unix:{socket_path}" if socket_path else None
+        variant.postfix, variant.port = start_postfix(directory, self.tls, self.sink_port, milter)
 
     def stop(self) -> None:
         for variant in self.variants:

@@ -26,11 +26,9 @@ import dkim  # noqa: E402
 from tests.support.clamd import Clamd  # noqa: E402
 from tests.support.milter_process import MilterProcess  # noqa: E402
 from tests.support.stack import (  # noqa: E402
-    PostfixInstance,
     free_ports,
     make_dir,
     make_self_signed,
-    postfix_settings,
 )
 
 from bench.run import (  # noqa: E402
@@ -41,6 +39,7 @@ from bench.run import (  # noqa: E402
     message_file,
     queue_empty,
     stage_sections,
+    start_postfix,
 )
 from relayguard.dkim_keys import load_keys, record_name, record_text  # noqa: E402
 
@@ -89,7 +88,7 @@ def main() -> int:
     base = make_dir("relayguard-soak-")
     dumps = make_dir("dumps-", base)
     shutil.chown(dumps, "postfix", "postfix")
-    sink_port, smtp, submission, smtps = free_ports(4)
+    sink_port = free_ports(1)[0]
     sink = subprocess.Popen(
         ["/usr/sbin/smtp-sink", "-u", "postfix", "-d", f"{dumps}/%Y%m%d%H%M%S",
          f"127.0.0.1:{sink_port}", "1024"],
@@ -109,23 +108,9 @@ def main() -> int:
         )
     )
     milter = MilterProcess(config, base / "milter.sock", base / "milter.log").start()
-    settings = postfix_settings(
-        make_dir("postfix-", base),
-        tls=make_self_signed(make_dir("tls-", base)),
-        relayhost=f"[127.0.0.1]:{sink_port}",
-        ports={"smtp": smtp, "submission": submission, "smtps": smtps},
-        milter_socket=f"unix:{milter.socket_path}",
-        mynetworks=["127.0.0.1/32"],
-        smtpd_client_connection_count_limit=0,
-        smtpd_client_connection_rate_limit=0,
-        smtpd_client_message_rate_limit=0,
-        smtpd_client_recipient_rate_limit=0,
-        smtpd_client_event_limit_exceptions=["127.0.0.1"],
+    postfix, smtp = start_postfix(
+        base, make_self_signed(make_dir("tls-", base)), sink_port, f"unix:{milter.socket_path}"
     )
-    postfix = PostfixInstance(settings)
-    postfix.write_config()
-    postfix.check()
-    postfix.start()
     message = message_file(base, 10_240)
     try:
         send(smtp, args.warmup, message, args.concurrency)
