@@ -6,6 +6,7 @@ this class turns the Decision into milter actions. This is the only module that 
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 from typing import Any, Protocol
@@ -48,7 +49,9 @@ class RelayguardMilter(Milter.Base):  # type: ignore[misc]
     def _reset_message(self) -> None:
         # Private names: Milter.Base's callbacks (header, body) must not be shadowed.
         self._headers: list[tuple[str, bytes]] = []
-        self._chunks: list[bytes] = []
+        # One growing buffer, not a list of chunks joined at the end: a 30 MB attachment is then
+        # never held twice (getvalue() hands over the buffer without a copy).
+        self._body = io.BytesIO()
         self._size = 0
 
     def _macro(self, name: str) -> str:
@@ -93,22 +96,19 @@ class RelayguardMilter(Milter.Base):  # type: ignore[misc]
         return Milter.CONTINUE  # type: ignore[no-any-return]
 
     @Milter.noreply  # type: ignore[untyped-decorator]
-    def eoh(self) -> int:
-        self._size += 2
-        return Milter.CONTINUE  # type: ignore[no-any-return]
-
-    @Milter.noreply  # type: ignore[untyped-decorator]
     def body(self, chunk: bytes) -> int:
-        self._chunks.append(chunk)
+        self._body.write(chunk)
         self._size += len(chunk)
         return Milter.CONTINUE  # type: ignore[no-any-return]
 
     def eom(self) -> int:
         tx = self.tx
         assert tx is not None
-        decision = tx.end(
-            tuple(self._headers), b"".join(self._chunks), self._size, queue_id=self._macro("i")
-        )
+        # + 2: the empty line between header and body. No eoh callback counts it: every
+        # callback left out is one packet less per message (Milter.Base.eoh is @nocallback).
+        body = self._body.getvalue()
+        self._body = io.BytesIO()
+        decision = tx.end(tuple(self._headers), body, self._size + 2, queue_id=self._macro("i"))
         self.tx = None
         if decision.action < Action.TEMPFAIL:
             self._apply_headers(decision, tx.runtime.config.relay.trace_header)
@@ -166,7 +166,6 @@ def listen(spec: str, timeout: int) -> None:
     libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
     libmilter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
     libmilter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
-    libmilter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
     libmilter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
     libmilter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
     libmilter.set_abort_callback(lambda ctx: ctx.getpriv().abort())

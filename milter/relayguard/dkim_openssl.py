@@ -6,6 +6,8 @@ Its signing path calls the module-level name `dkim.RSASSA_PKCS1_v1_5_sign(hash_o
 function with the same contract computed by OpenSSL returns the very same bytes, about five times
 faster (bench/dkim_bench.py). `install()` puts it in place of dkimpy's pure-Python arithmetic;
 tests check both that the bytes are identical and that this function is the one dkimpy calls.
+It also caches dkimpy's PEM parsing (`dkim.parse_pem_private_key`, a pure-Python ASN.1 reader run
+on every signature): a relay signs with the same few keys all day.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 #: dkimpy's own implementation, kept for the equivalence tests and the benchmark.
 PURE_PYTHON_SIGN = dkim.crypto.RSASSA_PKCS1_v1_5_sign
+UNCACHED_PEM_PARSE = dkim.crypto.parse_pem_private_key
+#: The key dict is only read (by rsassa_pkcs1_v1_5_sign), so one parsed copy per key is safe.
+cached_pem_parse = functools.lru_cache(maxsize=64)(UNCACHED_PEM_PARSE)
 
 _HASHES: Mapping[str, type[hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
 _install_lock = threading.Lock()
@@ -73,16 +78,21 @@ def install() -> None:
     """Make dkimpy sign RSA through OpenSSL. Idempotent; the result is byte-identical."""
     with _install_lock:
         dkim.RSASSA_PKCS1_v1_5_sign = rsassa_pkcs1_v1_5_sign
+        dkim.parse_pem_private_key = cached_pem_parse
 
 
 def installed() -> bool:
-    return getattr(dkim, "RSASSA_PKCS1_v1_5_sign", None) is rsassa_pkcs1_v1_5_sign
+    return (
+        getattr(dkim, "RSASSA_PKCS1_v1_5_sign", None) is rsassa_pkcs1_v1_5_sign
+        and getattr(dkim, "parse_pem_private_key", None) is cached_pem_parse
+    )
 
 
 def uninstall() -> None:
     """Back to dkimpy's pure-Python RSA (the benchmark's "before")."""
     with _install_lock:
         dkim.RSASSA_PKCS1_v1_5_sign = PURE_PYTHON_SIGN
+        dkim.parse_pem_private_key = UNCACHED_PEM_PARSE
 
 
 def sha256(data: bytes) -> Any:

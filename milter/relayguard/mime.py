@@ -18,20 +18,24 @@ decoding it when its estimated decoded size would exceed what is left.
 
 from __future__ import annotations
 
+import binascii
 import codecs
 import contextlib
 import email
 import email.errors
 import email.header
 import email.message
+import email.parser
 import email.policy
 import email.utils
 import io
+import re
+import secrets
 import threading
 import zipfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from relayguard.message import Message
 
@@ -147,16 +151,96 @@ def raw_message(message: Message) -> bytes:
 
 def walk(raw: bytes, limits: WalkLimits = WalkLimits()) -> Walk:
     """Walk a raw RFC 5322 message. Never raises on malformed input."""
+    return _walk(b"", raw, limits)
+
+
+def _walk(head: bytes, data: bytes, limits: WalkLimits) -> Walk:
+    """Walk the message `head + data`; long base64 runs in `data` bypass the parser (Blobs)."""
     walker = _Walker(limits)
     try:
-        parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
-        walker.entity(parsed, "", 0, top=True)
+        # Fed piece by piece: email.message_from_bytes would first decode the whole message into
+        # one more string of its size.
+        parser = email.parser.BytesFeedParser(policy=email.policy.compat32)
+        parser.feed(head)
+        for piece in walker.blobs.pieces(data):
+            parser.feed(piece)
+        walker.entity(parser.close(), "", 0, top=True)
     except RecursionError:
         walker.limit("depth", "", "nesting too deep for the parser")
     return walker.result
 
 
+class Blobs:
+    """Long runs of base64 lines (attachments), kept out of the email parser.
+
+    The parser holds every line of a part as a string of its own and then the whole part as one
+    more: a 30 MB attachment cost about nine times its size. Each run of at least BLOB_MIN bytes of
+    whole lines of the base64 alphabet is replaced by one token line (which has a '-', so it is no
+    base64 line itself); the leaf decodes the run straight from the message's bytes. Such a run
+    cannot hide a boundary or a header (those need '-' or ':'), so the structure is unchanged.
+    """
+
+    def __init__(self) -> None:
+        self.runs: dict[str, memoryview] = {}
+        self.prefix = f"relayguard-blob-{secrets.token_hex(8)}-"
+
+    def pieces(self, data: bytes, size: int = 1 << 20) -> Iterator[bytes]:
+        view = memoryview(data)
+        at = 0
+        for found in BASE64_RUN.finditer(data):
+            span = _whole_lines(data, found.start(), found.end())
+            if span is None:
+                continue
+            token = f"{self.prefix}{len(self.runs)}"
+            self.runs[token] = view[span[0] : span[1]]
+            yield from _slices(view[at : span[0]], size)
+            yield token.encode("ascii") + b"\r\n"
+            at = span[1]
+        yield from _slices(view[at:], size)
+
+    def run(self, payload: str) -> memoryview | None:
+        """The run when the payload is exactly one token (a base64 attachment), else None."""
+        return self.runs.get(payload.strip()) if payload.startswith(self.prefix) else None
+
+    def restore(self, payload: str) -> str:
+        """The payload as the parser would have seen it without tokens (the rare mixed case)."""
+        for token, run in self.runs.items():
+            if token in payload:
+                text = bytes(run).decode("ascii")
+                payload = payload.replace(token + "\r\n", text).replace(token, text[:-2])
+        return payload
+
+
+BLOB_MIN = 64 * 1024
+# The lookbehind makes the scan linear: a run is only tried from its first byte.
+BASE64_RUN = re.compile(rb"(?<![A-Za-z0-9+/=\r\n])[A-Za-z0-9+/=\r\n]{%d,}" % BLOB_MIN)
+
+
+def _whole_lines(data: bytes, start: int, end: int) -> tuple[int, int] | None:
+    """[start, end) narrowed to whole, CRLF-ended lines, the first of them not empty."""
+    if start > 0 and data[start - 2 : start] != b"\r\n":
+        start = data.find(b"\r\n", start, end) + 2
+        if start == 1:
+            return None
+    while data.startswith(b"\r\n", start, end):
+        start += 2
+    end = data.rfind(b"\r\n", start, end) + 2
+    return (start, end) if end - start >= BLOB_MIN else None
+
+
+def _slices(view: memoryview, size: int) -> Iterator[bytes]:
+    for start in range(0, len(view), size):
+        yield bytes(view[start : start + size])
+
+
 _cache = threading.local()
+
+
+def release_walk(message: Message) -> None:
+    """Forget the walk of `message` (its decoded parts can be as large as the message)."""
+    cached = getattr(_cache, "entry", None)
+    if cached is not None and cached[0] is message:
+        _cache.entry = None
 
 
 def walk_message(message: Message, limits: WalkLimits) -> Walk:
@@ -169,7 +253,7 @@ def walk_message(message: Message, limits: WalkLimits) -> Walk:
     if cached is not None and cached[0] is message and cached[1] == limits:
         result: Walk = cached[2]
         return result
-    result = walk(raw_message(message), limits)
+    result = _walk(raw_message(replace(message, body=b"")), message.body, limits)
     _cache.entry = (message, limits, result)
     return result
 
@@ -179,6 +263,7 @@ class _Walker:
         self.limits = limits
         self.result = Walk()
         self.count = 0
+        self.blobs = Blobs()
 
     def limit(self, kind: str, path: str, detail: str) -> None:
         self.result.limits_exceeded.append(Finding(kind, path, detail))
@@ -251,18 +336,18 @@ class _Walker:
         content_type = entity.get_content_type()
         filename = _filename(entity)
         payload = entity.get_payload()
-        encoded_size = len(payload) if isinstance(payload, str | bytes) else 0
         encoding = str(entity.get("Content-Transfer-Encoding", "")).strip().lower()
+        run = self.blobs.run(payload) if isinstance(payload, str) else None
+        if run is not None and encoding != "base64":
+            run = None
+        if run is None and isinstance(payload, str) and self.blobs.prefix in payload:
+            entity.set_payload(self.blobs.restore(payload))
+            payload = entity.get_payload()
+        encoded_size = len(run) if run is not None else len(payload) if payload else 0
         estimate = encoded_size * 3 // 4 if encoding == "base64" else encoded_size
         if not self._budget(path, estimate):
             return
-        try:
-            data = entity.get_payload(decode=True)
-        except (ValueError, TypeError, LookupError) as exc:
-            self.defect(path, f"undecodable payload ({type(exc).__name__})")
-            data = None
-        if not isinstance(data, bytes):
-            data = b""
+        data = self._decoded(entity, path, run)
         self.result.decoded_bytes += len(data)
         disposition = str(entity.get("Content-Disposition", "")).split(";")[0].strip().lower()
         part = Part(
@@ -276,6 +361,19 @@ class _Walker:
         )
         self.result.parts.append(part)
         self.nested(part)
+
+    def _decoded(self, entity: email.message.Message, path: str, run: memoryview | None) -> bytes:
+        if run is not None:
+            try:
+                return binascii.a2b_base64(run)  # what the library would do, minus its copies
+            except binascii.Error:  # bad padding: the library's lenient decoder, as usual
+                entity.set_payload(self.blobs.restore(str(entity.get_payload())))
+        try:
+            data = entity.get_payload(decode=True)
+        except (ValueError, TypeError, LookupError) as exc:
+            self.defect(path, f"undecodable payload ({type(exc).__name__})")
+            return b""
+        return data if isinstance(data, bytes) else b""
 
     def nested(self, part: Part, in_archive: bool = False) -> None:
         """Look inside a part: a zip archive, or a message attached without message/rfc822."""

@@ -18,6 +18,7 @@ from relayguard.checks import Check, Stage, Subject
 from relayguard.checks import source as source_check
 from relayguard.config import Config, Source
 from relayguard.message import Client, Envelope, Message
+from relayguard.mime import release_walk
 from relayguard.transforms import Transform
 from relayguard.verdict import Action, Decision, Mode, Verdict
 
@@ -66,6 +67,7 @@ class Pipeline:
             self.config, source, message.envelope, message=message, dry_run=self.dry_run
         )
         decision = self._run(Stage.END, subject, earlier)
+        release_walk(message)  # the content checks are done: free the decoded parts before signing
         for transform in self.transforms:
             if decision.action >= Action.TEMPFAIL:
                 break  # nothing more to change on a message that will not be delivered

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import functools
 import re
 import string
 import unicodedata
@@ -118,11 +119,14 @@ def parse_mailbox_field(value: bytes, field: str = "From") -> Mailbox:
         raise HeaderViolation(exc.reason, clean) from None
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_envelope_address(value: str | bytes) -> Mailbox | None:
     """SMTP MAIL FROM / RCPT TO path as the MTA passes it; None for the null path '<>'.
 
     Angle brackets are optional. Same address rules as the header, plus no
     whitespace around the address and no '%' or '!' (the old relay-routing hacks).
+    Cached: a device sends from one address to the same few recipients, and each path is read
+    by the transaction and again by the checks. Mailbox is immutable; refusals are not cached.
     """
     try:
         raw = value if isinstance(value, bytes) else value.encode("utf-8")

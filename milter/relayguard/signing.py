@@ -21,6 +21,7 @@ audit line, as `dkim.missing_key` says.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
@@ -103,13 +104,26 @@ def header_list(headers: Sequence[tuple[bytes, bytes]], extra: Iterable[str] = (
     return include
 
 
+def signer_for(headers: Iterable[tuple[bytes, bytes]], body: bytes) -> dkim.DKIM:
+    """A dkimpy signer for this message, without rendering the whole message for dkimpy to split
+    into lines again: dkimpy parses the header section; the body is given in dkimpy's form (CRLF
+    line ends), which is what Postfix passes unless a bare LF slipped through."""
+    signer = dkim.DKIM(render(headers, b""), linesep=b"\n")
+    if body.count(b"\n") != body.count(b"\r\n"):
+        body = BARE_LF.sub(b"\r\n", body)
+    signer.body = body
+    return signer
+
+
+BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
 def sign(
-    message: bytes, keys: Sequence[SigningKey], include: Sequence[bytes]
+    signer: dkim.DKIM, keys: Sequence[SigningKey], include: Sequence[bytes]
 ) -> list[tuple[str, str]]:
     """One DKIM-Signature field per key, as (name, value) for addheader (folds as LF + TAB)."""
     fields = []
     for key in keys:
-        signer = dkim.DKIM(message, linesep=b"\n")
         try:
             header = signer.sign(
                 key.selector.encode("ascii"),
@@ -156,7 +170,7 @@ def sign_delivered(subject: Subject, decision: Decision) -> Decision:
     keys = config.dkim.keys[domain]
     headers = delivered_headers(subject, decision)
     include = header_list(headers, (name for name, _ in decision.headers))
-    fields = sign(render(headers, message.body), keys, include)
+    fields = sign(signer_for(headers, message.body), keys, include)
     selectors = ",".join(f"{k.selector}({k.algorithm})" for k in keys)
     signed = replace(decision, headers=(*decision.headers, *fields))
     return _note(signed, Verdict(NAME, Action.ACCEPT, f"signed d={domain} s={selectors}"))

@@ -79,6 +79,9 @@ def test_good_message_accepted_with_trace_header(milter: MilterProcess) -> None:
         "accept",
         "scanner-hq",
     )
+    # The size the size limits see: every header line, the empty line and the body, in CRLF.
+    crlf = (DATA / "good.eml").read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    assert line["size"] == len(crlf)
 
 
 @pytest.mark.parametrize(

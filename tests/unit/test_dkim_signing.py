@@ -16,6 +16,7 @@ from relayguard import dkim_keys, dkim_openssl, signing
 from relayguard.checks import Subject
 from relayguard.config import Config, load_config
 from relayguard.message import Client, Envelope, message_from_bytes
+from relayguard.rfc5322 import split_header_block
 from relayguard.verdict import Action, Decision, Mode
 
 pytestmark = pytest.mark.unit
@@ -77,6 +78,11 @@ def subject_for(config: Config, raw: bytes = MESSAGE) -> Subject:
     return Subject(config, config.sources[0], envelope, message=message_from_bytes(raw, envelope))
 
 
+def signer(raw: bytes = MESSAGE) -> dkim.DKIM:
+    headers, offset = split_header_block(raw)
+    return signing.signer_for([(name.encode(), value) for name, value in headers], raw[offset:])
+
+
 def accepted() -> Decision:
     return Decision(Action.ACCEPT, Action.ACCEPT, Mode.ENFORCE, ())
 
@@ -103,10 +109,10 @@ def test_whole_signature_is_identical_with_either_rsa_path(key_dir: Path) -> Non
     rsa_key = next(k for k in dkim_keys.load_keys(key_dir, "example.com") if k.algorithm == "rsa")
     include = signing.header_list([(b"from", b"x")])
     with mock.patch("time.time", return_value=1_800_000_000):
-        fast = signing.sign(MESSAGE, (rsa_key,), include)
+        fast = signing.sign(signer(), (rsa_key,), include)
         dkim_openssl.uninstall()
         try:
-            slow = signing.sign(MESSAGE, (rsa_key,), include)
+            slow = signing.sign(signer(), (rsa_key,), include)
         finally:
             dkim_openssl.install()
     assert fast == slow
@@ -123,8 +129,41 @@ def test_dkimpy_signs_through_the_openssl_function(key_dir: Path) -> None:
         ) as spy,
         mock.patch.object(dkim.crypto, "rsa_decrypt", side_effect=AssertionError("pure Python")),
     ):
-        signing.sign(MESSAGE, (rsa_key,), signing.header_list([]))
+        signing.sign(signer(), (rsa_key,), signing.header_list([]))
     assert spy.call_count == 1
+
+
+def test_a_key_is_parsed_once_however_many_messages_it_signs(key_dir: Path) -> None:
+    """dkimpy reads the PEM on every signature; the installed cache makes that once per key."""
+    rsa_key = next(k for k in dkim_keys.load_keys(key_dir, "example.com") if k.algorithm == "rsa")
+    dkim_openssl.cached_pem_parse.cache_clear()
+    for _ in range(3):
+        signing.sign(signer(), (rsa_key,), signing.header_list([]))
+    info = dkim_openssl.cached_pem_parse.cache_info()
+    assert (info.misses, info.hits) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"Scanned document.\r\n",
+        b"",
+        b"\r\n\r\n",
+        b"bare\nline feeds\n",
+        b"mixed\r\nand\nbare\r\r\n  trailing  \t\r\n\r\n\r\n",
+    ],
+)
+def test_signer_sees_the_body_as_dkimpy_parsing_the_whole_message_would(
+    key_dir: Path, body: bytes
+) -> None:
+    """signer_for skips rendering and re-splitting a (possibly 40 MB) message: same signature."""
+    keys = dkim_keys.load_keys(key_dir, "example.com")
+    head = MESSAGE[: MESSAGE.index(b"\r\n\r\n") + 4]
+    include = signing.header_list([(b"from", b"x")])
+    with mock.patch("time.time", return_value=1_800_000_000):
+        ours = signing.sign(signer(head + body), keys, include)
+        whole = signing.sign(dkim.DKIM(head + body, linesep=b"\n"), keys, include)
+    assert ours == whole
 
 
 # --- the header list -----------------------------------------------------------------------------

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import quopri
+import re
 from email.message import EmailMessage
 
 import pytest
 from tests.support.documents import nested_zip, zip_bytes
 
+from relayguard import mime
 from relayguard.message import Client, Envelope, message_from_bytes
-from relayguard.mime import WalkLimits, raw_message, walk, walk_message
+from relayguard.mime import WalkLimits, raw_message, release_walk, walk, walk_message
 
 pytestmark = pytest.mark.unit
 
@@ -245,3 +247,72 @@ def test_thirty_megabyte_attachment_is_walked() -> None:
     result = walk(msg.as_bytes())
     assert result.complete
     assert result.parts[1].size == 30 * 1024 * 1024
+
+
+def test_walk_is_forgotten_once_the_checks_are_done() -> None:
+    message = message_from_bytes(base("released").as_bytes(), Envelope(Client(), ""))
+    first = walk_message(message, WalkLimits())
+    release_walk(message)
+    assert walk_message(message, WalkLimits()) is not first
+
+
+# --- long base64 runs bypass the email parser (memory), with the very same result ----------------
+
+BLOB = bytes(range(256)) * 1024  # 256 KB: its base64 is well over BLOB_MIN
+
+
+def crlf(message: EmailMessage) -> bytes:
+    return message.as_bytes().replace(b"\n", b"\r\n")
+
+
+def long_lines(text: bytes) -> bytes:
+    """A run of base64-alphabet lines that is *not* a base64 part."""
+    return b"\r\n".join(text[i : i + 76] for i in range(0, len(text), 76)) + b"\r\n"
+
+
+def blob_messages() -> dict[str, bytes]:
+    attachment = base("see attachment")
+    attachment.add_attachment(BLOB, maintype="application", subtype="pdf", filename="a.pdf")
+    two = base("two attachments")
+    two.add_attachment(BLOB, maintype="image", subtype="png", filename="1.png")
+    two.add_attachment(BLOB[::-1], maintype="application", subtype="zip", filename="2.bin")
+    encoded = base64.b64encode(BLOB)
+    plain_run = long_lines(encoded)
+    return {
+        "attachment": crlf(attachment),
+        "two attachments": crlf(two),
+        "text part of base64-looking lines": raw_part("text/plain", "7bit", plain_run),
+        "text around the run": raw_part("text/plain", "7bit", b"before\r\n" + plain_run + b"after"),
+        "quoted-printable soft breaks": raw_part(
+            "text/plain", "quoted-printable", plain_run.replace(b"\r\n", b"=\r\n")
+        ),
+        "bad padding": raw_part("application/octet-stream", "base64", long_lines(encoded[:-3])),
+        "blank lines first": raw_part("application/pdf", "base64", b"\r\n\r\n" + plain_run),
+        "no final line break": raw_part("application/pdf", "base64", plain_run.rstrip(b"\r\n")),
+    }
+
+
+@pytest.mark.parametrize("name", list(blob_messages()))
+def test_base64_runs_walk_exactly_as_the_parser_would(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = blob_messages()[name]
+    fast = walk(raw)
+    monkeypatch.setattr(mime, "BASE64_RUN", re.compile(rb"(?!)"))  # never matches: parser only
+    slow = walk(raw)
+    assert [(p.path, p.content_type, p.filename, p.charset, p.data) for p in fast.parts] == [
+        (p.path, p.content_type, p.filename, p.charset, p.data) for p in slow.parts
+    ]
+    assert (fast.defects, fast.decoded_bytes) == (slow.defects, slow.decoded_bytes)
+    assert fast.parts and all(mime.Blobs().prefix[:16] not in p.text() for p in fast.parts)
+
+
+def test_attachment_run_is_kept_out_of_the_parser() -> None:
+    """The point of it: the parser sees one token line, not thousands of base64 lines."""
+    raw = blob_messages()["attachment"]
+    blobs = mime.Blobs()
+    fed = b"".join(blobs.pieces(raw))
+    assert len(blobs.runs) == 1
+    assert len(fed) < 2_000 < len(raw) // 100
+    [run] = blobs.runs.values()
+    assert base64.b64decode(bytes(run)) == BLOB
