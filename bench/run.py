@@ -140,7 +140,8 @@ class Run:
     seconds: float
     machine_cpu_ms: float  # whole machine (Postfix + milter + load generator) per message
     milter_cpu_ms: float  # milter processes only, per message
-    milter_rss_mb: float  # sum of the milter processes' peak RSS (VmHWM)
+    milter_rss_mb: float  # sum of the milter processes' peak RSS (VmHWM): shared pages count twice
+    milter_pss_mb: float  # peak of their summed proportional set size: what the machine pays
 
     @property
     def rate(self) -> float:
@@ -208,6 +209,42 @@ def cpu_jiffies(pid: int) -> int:
 def machine_busy_jiffies() -> int:
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return sum(values) - values[3] - values[4]  # minus idle and iowait
+
+
+def pss_mb(pids: list[int]) -> float:
+    """Proportional set size: forked workers share pages, which plain RSS would count twice."""
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+class PeakPss:
+    """Samples the milter processes' summed PSS while a run goes; the kernel keeps no PSS peak."""
+
+    def __init__(self, pids: list[int], interval: float = 0.25) -> None:
+        self.pids = pids
+        self.interval = interval
+        self.peak = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakPss:
+        if self.pids:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self.pids:
+            self._thread.join()
+            self.peak = max(self.peak, pss_mb(self.pids))
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.interval):
+            self.peak = max(self.peak, pss_mb(self.pids))
 
 
 def peak_rss_mb(pids: list[int]) -> float:
@@ -319,19 +356,20 @@ class Bench:
         milter_before = sum(cpu_jiffies(pid) for pid in pids)
         machine_before = machine_busy_jiffies()
         started = time.perf_counter()
-        subprocess.run(
-            ["/usr/sbin/smtp-source", "-s", str(concurrency), "-m", str(count), "-F", str(source),
-             "-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{variant.port}"],
-            check=True, timeout=600, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        while not queue_empty(variant.postfix):
-            time.sleep(0.01)
+        with PeakPss(pids) as memory:
+            subprocess.run(
+                ["/usr/sbin/smtp-source", "-s", str(concurrency), "-m", str(count), "-F",
+                 str(source), "-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{variant.port}"],
+                check=True, timeout=600, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            while not queue_empty(variant.postfix):
+                time.sleep(0.01)
         seconds = time.perf_counter() - started
         machine_ms = (machine_busy_jiffies() - machine_before) * 1000 / self.hz / count
         milter_ms = (sum(cpu_jiffies(pid) for pid in pids) - milter_before) * 1000 / self.hz
         return Run(
             variant.name, size, concurrency, repeat, count, seconds, machine_ms,
-            milter_ms / count, peak_rss_mb(pids),
+            milter_ms / count, peak_rss_mb(pids), memory.peak,
         )  # fmt: skip
 
     def latency(self, variant: Variant, size: str, concurrency: int) -> Latency:

@@ -37,6 +37,7 @@ from bench.run import (  # noqa: E402
     SENDER,
     STAGES,
     message_file,
+    pss_mb,
     queue_empty,
     stage_sections,
     start_postfix,
@@ -44,16 +45,6 @@ from bench.run import (  # noqa: E402
 from relayguard.dkim_keys import load_keys, record_name, record_text  # noqa: E402
 
 MESSAGE_ID = re.compile(rb"^Message-I[Dd]:\s*(\S+)", re.MULTILINE)
-
-
-def pss_mb(pids: list[int]) -> float:
-    """Proportional set size: forked workers share pages, which plain RSS would count twice."""
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                total += int(line.split()[1])
-    return total / 1024
 
 
 def both_signatures_valid(data: bytes, records: dict[bytes, bytes]) -> bool:

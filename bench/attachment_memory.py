@@ -1,0 +1,120 @@
+"""Peak memory of one relayguard worker scanning a message with a large attachment.
+
+The real `relayguard milter` (one worker, the full pipeline: ClamAV on a local signature set,
+YARA, DLP, DKIM RSA-2048 + Ed25519, state on SQLite) gets one message with an N MB random
+attachment over the milter protocol. The result is the worker's peak RSS (VmHWM) before and after
+that message, and the growth as a multiple of the attachment's size (goal: at most 4x).
+
+Run: `.venv/bin/python bench/attachment_memory.py [--megabytes 30]` (part of `make bench`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.clamd import Clamd  # noqa: E402
+from tests.support.milter_client import MilterClient  # noqa: E402
+from tests.support.milter_process import MilterProcess  # noqa: E402
+
+from bench.run import CONFIG, RECIPIENT, SENDER, STAGES, stage_sections  # noqa: E402
+
+SMALL = f"From: Bench <{SENDER}>\r\nTo: <{RECIPIENT}>\r\nSubject: warm-up\r\n\r\nhello\r\n".encode()
+
+
+def peak_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def message_with_attachment(megabytes: int) -> bytes:
+    message = EmailMessage()
+    message["From"] = f"Bench Device <{SENDER}>"
+    message["To"] = RECIPIENT
+    message["Subject"] = f"{megabytes} MB attachment"
+    message["Message-ID"] = "<attachment-memory@example.com>"
+    message.set_content("The scan is attached.\n")
+    message.add_attachment(
+        os.urandom(megabytes * 1024 * 1024),
+        maintype="application",
+        subtype="octet-stream",
+        filename="scan.bin",
+    )
+    return message.as_bytes().replace(b"\n", b"\r\n")
+
+
+def send(socket_path: Path, raw: bytes) -> str:
+    with MilterClient(str(socket_path), timeout=600) as client:
+        result = client.send_message(raw, sender=f"<{SENDER}>", rcpts=[f"<{RECIPIENT}>"])
+    return f"{result.stage} {result.reply.action}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--megabytes", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    raw = message_with_attachment(args.megabytes)
+    base = Path(tempfile.mkdtemp(prefix="relayguard-memory-"))
+    try:
+        with Clamd(base / "clamd", stream_max_length="128M") as clamd:
+            extra, sections = stage_sections(frozenset(STAGES), base, clamd.spec)
+            config = base / "relayguard.toml"
+            text = CONFIG.format(
+                audit=base / "audit.jsonl",
+                workers=1,
+                sender=SENDER,
+                source_extra=extra,
+                sections=sections,
+            )
+            config.write_text(text.replace('socket_group = "postfix"\n', ""))
+            with MilterProcess(config, base / "milter.sock", base / "milter.log") as milter:
+                worker = milter.workers()[0]
+                warm = send(milter.socket_path, SMALL)
+                before = peak_kb(worker)
+                started = time.perf_counter()
+                outcome = send(milter.socket_path, raw)
+                seconds = time.perf_counter() - started
+                after = peak_kb(worker)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    growth = (after - before) / 1024
+    attachment = args.megabytes
+    text = "\n".join(
+        [
+            f"# Peak memory scanning a {attachment} MB attachment",
+            "",
+            f"Machine: {platform.node()}, {platform.machine()}, Python {platform.python_version()}."
+            " One worker, full pipeline (clamav, yara, dlp, dkim, state), over the milter"
+            " protocol.",
+            "",
+            "| message bytes | warm-up | answer | seconds | worker peak RSS before MB"
+            " | after MB | growth MB | growth / attachment |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            f"| {len(raw)} | {warm} | {outcome} | {seconds:.1f} | {before / 1024:.0f}"
+            f" | {after / 1024:.0f} | {growth:.0f} | {growth / attachment:.1f}x |",
+            "",
+            "Goal: growth at most 4x the attachment.",
+            "",
+        ]
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "memory-latest.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
