@@ -466,15 +466,19 @@ def report(bench: Bench, runs: list[Run], latencies: list[Latency]) -> str:
                         f"- {size} c={concurrency} {name}: median {statistics.median(values):.2f}"
                         f" (repeats: {', '.join(f'{v:.2f}' for v in values)})"
                     )
-    lines += ["", "## CPU and memory (medians)", "",
-              "| size | variant | machine CPU ms/msg | milter CPU ms/msg | milter peak RSS MB |",
-              "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines += ["", "## CPU and memory (medians; memory: the largest seen)", "",
+              "PSS counts a page shared by the forked workers once, as the machine pays for it;"
+              " the RSS sum counts it in every process.", "",
+              "| size | variant | machine CPU ms/msg | milter CPU ms/msg | milter peak PSS MB"
+              " | milter peak RSS sum MB |",
+              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for size in args.sizes:
         for name in names:
             own = [r for r in runs if (r.variant, r.size) == (name, size)]
             lines.append(
                 f"| {size} | {name} | {statistics.median(r.machine_cpu_ms for r in own):.2f}"
                 f" | {statistics.median(r.milter_cpu_ms for r in own):.2f}"
+                f" | {max(r.milter_pss_mb for r in own):.1f}"
                 f" | {max(r.milter_rss_mb for r in own):.1f} |"
             )
     if latencies:
@@ -498,7 +502,61 @@ def report(bench: Bench, runs: list[Run], latencies: list[Latency]) -> str:
                     + (" | ".join(f"{v:+.1f}" for v in added) if added else "- | - | -")
                     + " |"
                 )
+    lines += goals(bench, runs, latencies)
     return "\n".join(lines) + "\n"
+
+
+def goals(bench: Bench, runs: list[Run], latencies: list[Latency]) -> list[str]:
+    """The issue's goals, read off this run: 10 KB messages, the concurrency where bare peaks."""
+    names = {v.name for v in bench.variants}
+    if "10k" not in bench.args.sizes or "bare" not in names:
+        return []
+    peak = max(
+        bench.args.concurrency,
+        key=lambda c: statistics.median(by_repeat(runs, "bare", "10k", c).values()),
+    )
+
+    def ratio(name: str, against: str) -> str:
+        own, ref = by_repeat(runs, name, "10k", peak), by_repeat(runs, against, "10k", peak)
+        values = [rate / ref[rep] for rep, rate in own.items() if rep in ref]
+        return f"{statistics.median(values):.2f}" if values else "-"
+
+    def median(name: str, attribute: str) -> str:
+        own = [getattr(r, attribute) for r in runs if (r.variant, r.size) == (name, "10k")]
+        return f"{statistics.median(own):.2f}" if own else "-"
+
+    def peak_pss(name: str) -> str:
+        own = [r.milter_pss_mb for r in runs if r.variant == name and r.concurrency == peak]
+        return f"{max(own):.0f}" if own else "-"
+
+    def added_p99(name: str) -> str:
+        lat = {x.variant: x for x in latencies if x.size == "10k"}
+        if name not in lat or "bare" not in lat:
+            return "-"
+        return f"{lat[name].percentile(99) - lat['bare'].percentile(99):+.1f}"
+
+    passthrough = max((n for n in names if n.startswith("relayguard-")), default="")
+    full = max((n for n in names if n.startswith("full-")), default="")
+    rows = [
+        (f"pass-through ({passthrough}) / floor", ratio(passthrough, "floor"), ">= 0.95"),
+        (f"full pipeline ({full}) / bare Postfix", ratio(full, "bare"), ">= 0.50"),
+        (f"milter CPU per message, {full}, ms", median(full, "milter_cpu_ms"), "<= 3"),
+        (f"added p99 latency, {full}, ms", added_p99(full), "<= 25"),
+        (f"milter memory, {full}, peak PSS MB", peak_pss(full), "<= 200"),
+        ("full-1 / bare, full-2 / bare (cores)", f"{ratio('full-1', 'bare')}, "
+         f"{ratio('full-2', 'bare')}", "scales"),
+    ]  # fmt: skip
+    return [
+        "",
+        f"## Goals (10 KB messages, concurrency {peak}, where bare Postfix peaked)",
+        "",
+        "| goal | this run | target |",
+        "| --- | --- | --- |",
+        *(f"| {goal} | {value} | {target} |" for goal, value, target in rows),
+        "",
+        "The 30 MB attachment's peak memory is measured by `bench/attachment_memory.py`"
+        " ([memory-latest.md](memory-latest.md)).",
+    ]
 
 
 def by_repeat(runs: list[Run], name: str, size: str, concurrency: int) -> dict[int, float]:
