@@ -18,7 +18,7 @@ import pytest
 
 from tests.e2e.conftest import Relay
 from tests.support.milter_process import MilterProcess
-from tests.support.stack import make_message
+from tests.support.stack import CLOSE_CONNECTION, make_message
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -94,6 +94,25 @@ def test_smarthost_temporary_failure_is_retried_not_lost(relay: Callable[..., Re
         smtp.send_message(message, to_addrs=["alice@example.com"])
     r.stack.postfix.wait_for_log(r"status=deferred .*smarthost busy")
     assert len(r.stack.postfix.queue()) == 1
+    r.stack.postfix.flush()
+    r.stack.sink.wait_for(1)
+    r.stack.postfix.wait_queue_empty()
+    assert ids_at_sink(r) == Counter({message["Message-ID"]: 1})
+    assert r.stack.sink.attempts == 2
+
+
+def test_smarthost_dropping_the_connection_after_data_is_retried_once(
+    relay: Callable[..., Relay],
+) -> None:
+    """No reply to the end of DATA: Postfix cannot know; it defers, retries, delivers once."""
+    r = relay()
+    r.stack.sink.fail_next(CLOSE_CONNECTION)
+    message = make_message("dropped", sender="scanner@example.com")
+    with r.stack.submission() as smtp:
+        smtp.send_message(message, to_addrs=["alice@example.com"])
+    r.stack.postfix.wait_for_log(r"status=deferred .*lost connection")
+    assert len(r.stack.postfix.queue()) == 1
+    assert ids_at_sink(r) == Counter()
     r.stack.postfix.flush()
     r.stack.sink.wait_for(1)
     r.stack.postfix.wait_queue_empty()

@@ -708,6 +708,10 @@ class ReceivedMessage:
         return str(self.message()["Subject"] or "")
 
 
+#: For SmtpSink.fail_next: drop the connection instead of answering the end of DATA.
+CLOSE_CONNECTION = "close the connection"
+
+
 @dataclass
 class _SinkHandler:
     messages: list[ReceivedMessage] = field(default_factory=list)
@@ -733,7 +737,13 @@ class _SinkHandler:
         with self.changed:
             self.attempts += 1
             if self.failures:
-                return self.failures.pop(0)
+                reply = self.failures.pop(0)
+                if reply == CLOSE_CONNECTION:
+                    # The whole DATA arrived, but the connection drops before the reply: the
+                    # case where a client cannot know whether the message was taken.
+                    server.transport.abort()
+                    return "421 4.4.2 connection dropped"
+                return reply
             self.messages.append(received)
             self.changed.notify_all()
         return "250 2.0.0 Ok: stored"
@@ -773,7 +783,8 @@ class SmtpSink:
             return list(self._handler.messages)
 
     def fail_next(self, *replies: str) -> None:
-        """Answer the next deliveries with these replies (e.g. '451 4.3.0 busy') instead of 250."""
+        """Answer the next deliveries with these replies (e.g. '451 4.3.0 busy') instead of 250,
+        or drop the connection for CLOSE_CONNECTION."""
         with self._handler.changed:
             self._handler.failures.extend(replies)
 
@@ -946,6 +957,7 @@ StackFactory = Callable[..., RelayStack]
 
 
 __all__ = [
+    "CLOSE_CONNECTION",
     "LOOPBACK",
     "RELAY_HOSTNAME",
     "SINK_HOSTNAME",
