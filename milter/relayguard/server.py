@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import grp
 import logging
 import multiprocessing
@@ -101,6 +102,9 @@ class Supervisor:
 
     def _spawn(self, slot: int) -> None:
         self.connections[slot] = 0  # a dead worker's connections died with it
+        # What exists now is moved out of the collector's reach: a worker's collections would
+        # otherwise write to every object and copy the pages it shares with the supervisor.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             code = 1
