@@ -32,3 +32,5 @@ appliance:
 # Not part of `make test`: minutes of load, written to bench/results/ (see bench/README.md).
 bench: deps
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/attachment_memory.py
+	$(BIN)/python bench/soak.py

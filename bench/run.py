@@ -536,7 +536,11 @@ def goals(bench: Bench, runs: list[Run], latencies: list[Latency]) -> list[str]:
         return f"{statistics.median(own):.2f}" if own else "-"
 
     def peak_pss(name: str) -> str:
-        own = [r.milter_pss_mb for r in runs if r.variant == name and r.concurrency == peak]
+        own = [
+            r.milter_pss_mb
+            for r in runs
+            if (r.variant, r.size, r.concurrency) == (name, "10k", peak)
+        ]
         return f"{max(own):.0f}" if own else "-"
 
     def added_p99(name: str) -> str:
