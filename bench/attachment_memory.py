@@ -27,16 +27,9 @@ from tests.support.clamd import Clamd  # noqa: E402
 from tests.support.milter_client import MilterClient  # noqa: E402
 from tests.support.milter_process import MilterProcess  # noqa: E402
 
-from bench.run import CONFIG, RECIPIENT, SENDER, STAGES, stage_sections  # noqa: E402
+from bench.run import RECIPIENT, SENDER, STAGES, memory_mb, relayguard_config  # noqa: E402
 
 SMALL = f"From: Bench <{SENDER}>\r\nTo: <{RECIPIENT}>\r\nSubject: warm-up\r\n\r\nhello\r\n".encode()
-
-
-def peak_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
 def message_with_attachment(megabytes: int) -> bytes:
@@ -70,27 +63,20 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="relayguard-memory-"))
     try:
         with Clamd(base / "clamd", stream_max_length="128M") as clamd:
-            extra, sections = stage_sections(frozenset(STAGES), base, clamd.spec)
             config = base / "relayguard.toml"
-            text = CONFIG.format(
-                audit=base / "audit.jsonl",
-                workers=1,
-                sender=SENDER,
-                source_extra=extra,
-                sections=sections,
-            )
+            text = relayguard_config(base, frozenset(STAGES), 1, clamd.spec)
             config.write_text(text.replace('socket_group = "postfix"\n', ""))
             with MilterProcess(config, base / "milter.sock", base / "milter.log") as milter:
                 worker = milter.workers()[0]
                 warm = send(milter.socket_path, SMALL)
-                before = peak_kb(worker)
+                before = memory_mb([worker], "VmHWM")
                 started = time.perf_counter()
                 outcome = send(milter.socket_path, raw)
                 seconds = time.perf_counter() - started
-                after = peak_kb(worker)
+                after = memory_mb([worker], "VmHWM")
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    growth = (after - before) / 1024
+    growth = after - before
     attachment = args.megabytes
     text = "\n".join(
         [
@@ -103,8 +89,8 @@ def main() -> int:
             "| message bytes | warm-up | answer | seconds | worker peak RSS before MB"
             " | after MB | growth MB | growth / attachment |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
-            f"| {len(raw)} | {warm} | {outcome} | {seconds:.1f} | {before / 1024:.0f}"
-            f" | {after / 1024:.0f} | {growth:.0f} | {growth / attachment:.1f}x |",
+            f"| {len(raw)} | {warm} | {outcome} | {seconds:.1f} | {before:.0f}"
+            f" | {after:.0f} | {growth:.0f} | {growth / attachment:.1f}x |",
             "",
             "Goal: growth at most 4x the attachment.",
             "",

@@ -111,6 +111,19 @@ def stage_sections(stages: frozenset[str], directory: Path, clamd_spec: str) -> 
     return "\n".join(source), "\n".join(sections)
 
 
+def relayguard_config(directory: Path, stages: frozenset[str], workers: int, clamd: str) -> str:
+    """The benchmark's relayguard.toml: the bench source, these stages, the audit log in
+    `directory` (which also holds the stages' rule and key files)."""
+    source_extra, sections = stage_sections(stages, directory, clamd)
+    return CONFIG.format(
+        audit=directory / "audit.jsonl",
+        workers=workers,
+        sender=SENDER,
+        source_extra=source_extra,
+        sections=sections,
+    )
+
+
 @dataclass
 class Variant:
     name: str
@@ -212,12 +225,14 @@ def machine_busy_jiffies() -> int:
     return sum(values) - values[3] - values[4]  # minus idle and iowait
 
 
-def pss_mb(pids: list[int]) -> float:
-    """Proportional set size: forked workers share pages, which plain RSS would count twice."""
+def memory_mb(pids: list[int], field: str) -> float:
+    """A /proc memory field summed over `pids`, in MB: "Pss" (smaps_rollup; a page the forked
+    workers share counts once), or "VmRSS" / "VmHWM" (status; it counts in every process)."""
+    source = "smaps_rollup" if field == "Pss" else "status"
     total = 0
     for pid in pids:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
+        for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
+            if line.startswith(f"{field}:"):
                 total += int(line.split()[1])
     return total / 1024
 
@@ -241,20 +256,11 @@ class PeakPss:
         self._done.set()
         if self.pids:
             self._thread.join()
-            self.peak = max(self.peak, pss_mb(self.pids))
+            self.peak = max(self.peak, memory_mb(self.pids, "Pss"))
 
     def _sample(self) -> None:
         while not self._done.wait(self.interval):
-            self.peak = max(self.peak, pss_mb(self.pids))
-
-
-def peak_rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                total += int(line.split()[1])
-    return total / 1024
+            self.peak = max(self.peak, memory_mb(self.pids, "Pss"))
 
 
 def queue_empty(postfix: PostfixInstance) -> bool:
@@ -304,15 +310,8 @@ class Bench:
         if variant.workers:
             config = directory / "relayguard.toml"
             clamd_spec = self.clamd.spec if self.clamd else ""
-            source_extra, sections = stage_sections(variant.stages, directory, clamd_spec)
             config.write_text(
-                CONFIG.format(
-                    audit=directory / "audit.jsonl",
-                    workers=variant.workers,
-                    sender=SENDER,
-                    source_extra=source_extra,
-                    sections=sections,
-                )
+                relayguard_config(directory, variant.stages, variant.workers, clamd_spec)
             )
             variant.milter = MilterProcess(
                 config, directory / "milter.sock", directory / "milter.log"
@@ -373,7 +372,7 @@ class Bench:
         milter_ms = (sum(cpu_jiffies(pid) for pid in pids) - milter_before) * 1000 / self.hz
         return Run(
             variant.name, size, concurrency, repeat, count, seconds, machine_ms,
-            milter_ms / count, peak_rss_mb(pids), memory.peak, error,
+            milter_ms / count, memory_mb(pids, "VmHWM"), memory.peak, error,
         )  # fmt: skip
 
     def latency(self, variant: Variant, size: str, concurrency: int) -> Latency:

@@ -35,30 +35,18 @@ from tests.support.stack import (  # noqa: E402
 )
 
 from bench.run import (  # noqa: E402
-    CONFIG,
     RECIPIENT,
     SENDER,
     STAGES,
+    memory_mb,
     message_file,
-    pss_mb,
     queue_empty,
-    stage_sections,
+    relayguard_config,
     start_postfix,
 )
 from relayguard.dkim_keys import load_keys, record_name, record_text  # noqa: E402
 
 MESSAGE_ID = re.compile(rb"^Message-I[Dd]:\s*(\S+)", re.MULTILINE)
-
-
-def rss_mb(pids: list[int]) -> float:
-    """The leak measure the issue names: resident memory of every milter process. (PSS also grows
-    when a worker merely stops sharing a page with the supervisor; it is reported alongside.)"""
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
 
 
 def both_signatures_valid(data: bytes, records: dict[bytes, bytes]) -> bool:
@@ -103,16 +91,7 @@ def main() -> int:
     config = base / "relayguard.toml"
     audit = base / "audit.jsonl"
     clamd = Clamd(make_dir("clamd-", base)).start()
-    source_extra, sections = stage_sections(frozenset(STAGES), base, clamd.spec)
-    config.write_text(
-        CONFIG.format(
-            audit=audit,
-            workers=args.workers,
-            sender=SENDER,
-            source_extra=source_extra,
-            sections=sections,
-        )
-    )
+    config.write_text(relayguard_config(base, frozenset(STAGES), args.workers, clamd.spec))
     milter = MilterProcess(config, base / "milter.sock", base / "milter.log").start()
     postfix, smtp = start_postfix(
         base, make_self_signed(make_dir("tls-", base)), sink_port, f"unix:{milter.socket_path}"
@@ -123,13 +102,15 @@ def main() -> int:
         while not queue_empty(postfix):
             time.sleep(0.1)
         pids = [milter.pid, *milter.workers()]
-        warm, warm_rss = pss_mb(pids), rss_mb(pids)
+        # RSS is the leak measure the issue names; PSS also grows when a worker merely stops
+        # sharing a page with the supervisor, so it is reported alongside.
+        warm, warm_rss = memory_mb(pids, "Pss"), memory_mb(pids, "VmRSS")
         started = time.perf_counter()
         send(smtp, args.messages, message, args.concurrency)
         while not queue_empty(postfix):
             time.sleep(0.1)
         seconds = time.perf_counter() - started
-        after, after_rss = pss_mb(pids), rss_mb(pids)
+        after, after_rss = memory_mb(pids, "Pss"), memory_mb(pids, "VmRSS")
     finally:
         postfix.stop()
         milter.stop()

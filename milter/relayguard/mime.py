@@ -337,9 +337,7 @@ class _Walker:
         filename = _filename(entity)
         payload = entity.get_payload()
         encoding = str(entity.get("Content-Transfer-Encoding", "")).strip().lower()
-        run = self.blobs.run(payload) if isinstance(payload, str) else None
-        if run is not None and encoding != "base64":
-            run = None
+        run = self.blobs.run(payload) if isinstance(payload, str) and encoding == "base64" else None
         if run is None and isinstance(payload, str) and self.blobs.prefix in payload:
             entity.set_payload(self.blobs.restore(payload))
             payload = entity.get_payload()
