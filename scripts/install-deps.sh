@@ -14,10 +14,13 @@ APT_PACKAGES=(
   libmilter-dev gcc python3-dev # pymilter builds against libmilter
   python3-venv openssl ca-certificates
   clamav-daemon                 # clamd, started per test with a generated signature database
+  p7zip-full                    # real encrypted / oversized 7z and zip archives for the clamd tests
   redis-server                  # the shared state backend, started per test on loopback
   nsd                           # authoritative DNS on loopback: DKIM keys and dns-audit test zones
   opendkim libmail-dkim-perl    # independent DKIM verifiers (C and Perl) for the signing tests
   vagrant systemd               # deploy tier: `vagrant validate`, `systemd-analyze verify` on units
+  logrotate                     # deploy tier: `logrotate -d` on the milter role's rotation file
+  prometheus                    # promtool: `check rules` / `test rules` on monitoring/prometheus
 )
 
 missing=()

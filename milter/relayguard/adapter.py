@@ -16,6 +16,7 @@ import milter as libmilter
 
 from relayguard.message import Client
 from relayguard.runtime import RuntimeHolder
+from relayguard.safe_text import printable
 from relayguard.transaction import Transaction
 from relayguard.transforms import replaced_header_names
 from relayguard.verdict import Action, Decision, Reply
@@ -78,6 +79,8 @@ class RelayguardMilter(Milter.Base):  # type: ignore[misc]
             hostname=self.client_hostname,
             sasl_user=self._macro("{auth_authen}"),
             cert_subject=self._macro("{cert_subject}"),
+            cert_issuer=self._macro("{cert_issuer}"),
+            daemon_name=self._macro("{daemon_name}"),
         )
         self.tx = Transaction(self.holder.refresh(), client)
         return self._answer(self.tx.mail(_text(mail_from)))
@@ -114,7 +117,7 @@ class RelayguardMilter(Milter.Base):  # type: ignore[misc]
             self._apply_headers(decision, tx.runtime.config.relay.trace_header)
         if decision.action is Action.QUARANTINE:
             deciding = decision.deciding
-            self.quarantine(deciding.reason if deciding else "relayguard quarantine")
+            self.quarantine(printable(deciding.reason) if deciding else "relayguard quarantine")
         self._reset_message()
         return self._answer(decision, final=True)
 
@@ -131,7 +134,8 @@ class RelayguardMilter(Milter.Base):  # type: ignore[misc]
         return Milter.CONTINUE  # type: ignore[no-any-return]
 
     def _apply_headers(self, decision: Decision, trace_header: str) -> None:
-        for wanted in sorted(replaced_header_names(decision, trace_header)):
+        present = (name for name, _ in self._headers)
+        for wanted in sorted(replaced_header_names(decision, trace_header, present)):
             copies = [name for name, _ in self._headers if name.strip().lower() == wanted]
             for index in range(len(copies), 0, -1):
                 self.chgheader(copies[0].strip(), index, "")

@@ -61,6 +61,13 @@ def _lines(path: Path, found: AuditRecords) -> Iterator[dict[str, Any]]:
                 found.unreadable += 1
 
 
+def attempts(record: dict[str, Any]) -> int:
+    """How many decisions one line stands for: repeated refusals of an unregistered client are
+    written as one line with a `count` (audit.RefusalCounter); other lines stand for one."""
+    count = record.get("count", 1)
+    return count if isinstance(count, int) and count > 0 else 1
+
+
 def deciding_check(record: dict[str, Any]) -> dict[str, Any] | None:
     """The most severe check entry (what explains a refusal or a would_*)."""
     order = {"accept": 0, "tag": 1, "quarantine": 2, "tempfail": 3, "reject": 4}

@@ -5,6 +5,11 @@ big-endian integer, then a zero-length chunk; clamd answers one NUL-terminated l
 ``stream: OK``, ``stream: NAME FOUND`` or ``... ERROR`` (e.g. ``INSTREAM size limit exceeded.
 ERROR`` when the stream passes clamd's StreamMaxLength, after which clamd closes the connection).
 Anything but OK or FOUND is an error the caller must not treat as clean.
+
+Not every FOUND is malware: with ``AlertExceedsMax`` and ``AlertEncrypted`` set, clamd reports
+what it could not look inside as ``Heuristics.Limits.Exceeded.*`` (MaxFileSize, MaxScanSize,
+MaxRecursion, MaxFiles, MaxScanTime, Email*) and ``Heuristics.Encrypted.*`` (Zip, 7Zip, RAR, EGG,
+PDF) — the names in libclamav 1.4. `ScanResult.detection` tells these apart.
 """
 
 from __future__ import annotations
@@ -13,16 +18,27 @@ import re
 import socket
 import struct
 from dataclasses import dataclass
+from enum import StrEnum
 
 from relayguard.errors import RelayguardError
 
 CHUNK = 64 * 1024
 MAX_REPLY = 4096
 SPEC = re.compile(r"^(?:unix|local):(/.+)$|^inet:(\d{1,5})@(.+)$")
+LIMIT_PREFIX = "Heuristics.Limits.Exceeded"
+ENCRYPTED_PREFIX = "Heuristics.Encrypted."
 
 
 class ScannerUnavailable(RelayguardError):
     """clamd was unreachable, timed out or answered with an error: the message is unscanned."""
+
+
+class Detection(StrEnum):
+    """What a FOUND means: a signature matched, or clamd could not scan all of the content."""
+
+    MALWARE = "malware"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    ENCRYPTED = "encrypted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +50,16 @@ class ScanResult:
     @property
     def infected(self) -> bool:
         return self.signature is not None
+
+    @property
+    def detection(self) -> Detection | None:
+        if self.signature is None:
+            return None
+        if self.signature.startswith(LIMIT_PREFIX):
+            return Detection.LIMIT_EXCEEDED
+        if self.signature.startswith(ENCRYPTED_PREFIX):
+            return Detection.ENCRYPTED
+        return Detection.MALWARE
 
 
 def parse_spec(spec: str) -> tuple[int, str | tuple[str, int]]:

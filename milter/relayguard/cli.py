@@ -20,7 +20,7 @@ from relayguard import (
     sourcestate,
     suppression_cli,
 )
-from relayguard.config import Config, load_config
+from relayguard.config import Config, load_config, milter_socket_problem
 from relayguard.errors import ConfigError
 from relayguard.server import serve
 from relayguard.testmessage import DryRunError, dry_run, format_result
@@ -69,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     milter = commands.add_parser("milter", help="run the milter for Postfix")
     add_config_arg(milter)
     milter.add_argument(
-        "--socket", help="override [milter] socket: unix:/path or inet:PORT@HOST (libmilter form)"
+        "--socket",
+        type=_milter_socket,
+        help="override [milter] socket: unix:/path or inet:PORT@HOST on loopback (libmilter form)",
     )
     milter.add_argument("-v", "--verbose", action="store_true")
     milter.set_defaults(handler=_milter)
@@ -105,6 +107,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def add_config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", type=Path, required=True, help="the relayguard.toml")
+
+
+def _milter_socket(spec: str) -> str:
+    """The override is held to the rule milter.socket is: unix or loopback only."""
+    problem = milter_socket_problem(spec)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return spec
 
 
 def _milter(args: argparse.Namespace) -> int:

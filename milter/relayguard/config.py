@@ -34,6 +34,8 @@ SOCKET_SPEC = re.compile(r"^(unix|local):(/.+)$|^(inet|inet6):(\d{1,5})@(.+)$")
 # Rate limits per source (state.md): what is counted, over which sliding windows (seconds).
 RATE_KINDS = ("messages", "recipients", "bytes")
 RATE_WINDOWS: Mapping[str, int] = MappingProxyType({"minute": 60, "hour": 3600, "day": 86400})
+# The {daemon_name} of each SMTP listener in postfix/master.cf.j2 (milter_macro_daemon_name).
+LISTENERS = ("smtp", "submission", "smtps")
 
 # Every key the schema knows, per table. docs/configuration.md must document each one (tested).
 SCHEMA: Mapping[str, frozenset[str]] = MappingProxyType(
@@ -44,7 +46,9 @@ SCHEMA: Mapping[str, frozenset[str]] = MappingProxyType(
             | {"urls", "url_blocklists"}
         ),
         "relay": frozenset(
-            {"mode", "internal_domains", "audit_log", "trace_header", "error_action"}
+            {"mode", "internal_domains", "internal_subdomains", "audit_log", "trace_header"}
+            | {"error_action"}
+            | {"unregistered_audit_interval"}
         ),
         "milter": frozenset(
             {"socket", "socket_owner", "socket_group", "socket_mode", "workers", "timeout", "user"}
@@ -55,7 +59,9 @@ SCHEMA: Mapping[str, frozenset[str]] = MappingProxyType(
                 "description",
                 "sasl_users",
                 "client_cert_subjects",
+                "client_cert_issuers",
                 "networks",
+                "listeners",
                 "senders",
                 "recipients",
                 "max_recipients",
@@ -96,9 +102,25 @@ SCHEMA: Mapping[str, frozenset[str]] = MappingProxyType(
 class RelaySettings:
     mode: Mode = Mode.ENFORCE
     internal_domains: frozenset[str] = frozenset()
+    internal_subdomains: bool = True
     audit_log: Path | None = None
     trace_header: str = "X-Relayguard"
     error_action: Action = Action.TEMPFAIL
+    # Seconds over which an unregistered client's refusals make one counted audit line; 0 = off.
+    unregistered_audit_interval: int = 60
+
+    def internal_domain_of(self, domain: str) -> str | None:
+        """The listed internal domain that DOMAIN (ASCII-lowercased) is, or is below when
+        internal_subdomains is on: erp.example.com is as much yours as example.com."""
+        if domain in self.internal_domains:
+            return domain
+        if self.internal_subdomains:
+            labels = domain.split(".")
+            for start in range(1, len(labels)):
+                parent = ".".join(labels[start:])
+                if parent in self.internal_domains:
+                    return parent
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +196,9 @@ class Source:
     description: str = ""
     sasl_users: tuple[str, ...] = ()
     client_cert_subjects: tuple[str, ...] = ()
+    client_cert_issuers: tuple[str, ...] = ()  # empty: any issuer Postfix's client CA file trusts
     networks: tuple[IPNetwork, ...] = ()
+    listeners: tuple[str, ...] = ()  # empty: the default of checks/source.py
     senders: IdentitySet = field(default_factory=IdentitySet)
     recipients: IdentitySet = field(default_factory=IdentitySet)
     max_recipients: int | None = None
@@ -223,6 +247,33 @@ def load_config(path: str | Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: TOML syntax error: {exc}"]) from None
     return _Builder(path, data).build()
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or the name localhost: a listener only this machine can reach."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def milter_socket_problem(spec: str) -> str | None:
+    """Why SPEC may not be the milter's socket, or None. Whoever can connect to the milter sends
+    its own {auth_authen} macro: on a reachable address it would be a DKIM signing oracle."""
+    found = SOCKET_SPEC.fullmatch(spec)
+    if found is None:
+        return f"{spec!r} is not 'unix:/absolute/path' or 'inet:PORT@HOST'"
+    host = found.group(5)
+    if host is not None and host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # libmilter's bracketed address literal, as in inet6:8891@[::1]
+    if host is not None and not is_loopback_host(host):
+        return (
+            f"{spec!r}: the milter listens on a unix socket or a loopback address only"
+            " (127.0.0.0/8, ::1, localhost)"
+        )
+    return None
 
 
 class _Table:
@@ -276,6 +327,10 @@ class _Table:
             else:
                 self.problem(f"{key}[{index}]", f"expected a non-empty string, got {item!r}")
         return tuple(items)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._typed(key, bool, "a boolean")
+        return default if value is None else bool(value)
 
     def choice(self, key: str, choices: Mapping[str, Any], default: Any) -> Any:
         value = self._typed(key, str, "a string")
@@ -440,11 +495,7 @@ class _Builder:
 
     def _metrics(self, table: _Table) -> MetricsSettings:
         address = table.string("address", "127.0.0.1")
-        try:
-            loopback = ipaddress.ip_address(address).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
+        if not is_loopback_host(address):
             table.problem("address", f"{address!r}: metrics are served on a loopback address only")
         directory = table.string("directory")
         if directory and not directory.startswith("/"):
@@ -475,21 +526,25 @@ class _Builder:
         if audit_log and not audit_log.startswith("/"):
             table.problem("audit_log", f"must be an absolute path, got {audit_log!r}")
         trace_header = table.string("trace_header", "X-Relayguard")
-        if trace_header and not HEADER_NAME.match(trace_header):
+        if trace_header and not HEADER_NAME.fullmatch(trace_header):
             table.problem("trace_header", f"{trace_header!r} is not a valid header field name")
         return RelaySettings(
             mode=table.choice("mode", MODES, Mode.ENFORCE),
             internal_domains=frozenset(domains),
+            internal_subdomains=table.boolean("internal_subdomains", True),
             audit_log=Path(audit_log) if audit_log else None,
             trace_header=trace_header,
             error_action=table.choice("error_action", ERROR_ACTIONS, Action.TEMPFAIL),
+            unregistered_audit_interval=table.integer("unregistered_audit_interval", 60, 0, 3600)
+            or 0,
         )
 
     def _milter(self, table: _Table) -> MilterSettings:
         defaults = MilterSettings()
         socket = table.string("socket", defaults.socket)
-        if not SOCKET_SPEC.match(socket):
-            table.problem("socket", f"{socket!r} is not 'unix:/absolute/path' or 'inet:PORT@HOST'")
+        socket_problem = milter_socket_problem(socket)
+        if socket_problem:
+            table.problem("socket", socket_problem)
         mode_text = table.string("socket_mode", "0660")
         try:
             socket_mode = int(mode_text, 8)
@@ -522,16 +577,16 @@ class _Builder:
         except KeyError:
             table.problem(key, f"no such {'group' if 'group' in key else 'user'} {name!r}")
 
-    def _cert_names(self, table: _Table) -> tuple[str, ...]:
-        """Postfix's {cert_subject} macro is the Common Name of a certificate it verified, not
-        the whole subject DN: accept 'CN=name' or 'name' and keep the name."""
+    def _cert_names(self, table: _Table, key: str, whose: str, example: str) -> tuple[str, ...]:
+        """Postfix's {cert_subject} and {cert_issuer} macros are Common Names of a certificate it
+        verified, not whole DNs: accept 'CN=name' or 'name' and keep the name."""
         names = []
-        for index, text in enumerate(table.strings("client_cert_subjects")):
+        for index, text in enumerate(table.strings(key)):
             name = text[3:] if text[:3].upper() == "CN=" else text
             if not name or any(c in name for c in ",+=") or name != name.strip():
                 table.problem(
-                    f"client_cert_subjects[{index}]",
-                    f"{text!r}: give the certificate's Common Name (e.g. 'CN=erp.example.com');"
+                    f"{key}[{index}]",
+                    f"{text!r}: give the {whose} Common Name (e.g. 'CN={example}');"
                     " Postfix passes only the CN of a verified client certificate",
                 )
             else:
@@ -552,7 +607,7 @@ class _Builder:
         name = table.string("name")
         if not name:
             table.problem("name", "missing: every source needs a name")
-        elif not SOURCE_NAME.match(name):
+        elif not SOURCE_NAME.fullmatch(name):
             table.problem(
                 "name", f"{name!r} must be 1-64 of A-Z a-z 0-9 . _ - (letter/digit first)"
             )
@@ -566,8 +621,14 @@ class _Builder:
             name=name,
             description=table.string("description"),
             sasl_users=table.strings("sasl_users"),
-            client_cert_subjects=self._cert_names(table),
+            client_cert_subjects=self._cert_names(
+                table, "client_cert_subjects", "certificate's", "erp.example.com"
+            ),
+            client_cert_issuers=self._cert_names(
+                table, "client_cert_issuers", "issuer's", "Example Device CA"
+            ),
             networks=tuple(networks),
+            listeners=self._listeners(table),
             senders=self._identities(table, "senders"),
             recipients=self._identities(table, "recipients"),
             max_recipients=table.integer("max_recipients", None, 1, 100_000),
@@ -579,6 +640,11 @@ class _Builder:
             table.problem(
                 "senders", "missing: list the addresses or '@domains' this source may use"
             )
+        if source.client_cert_issuers and not source.client_cert_subjects:
+            table.problem(
+                "client_cert_issuers",
+                "pins the issuer of client_cert_subjects, but the source has none",
+            )
         if not (source.sasl_users or source.client_cert_subjects or table.data.get("networks")):
             table.problem(
                 "name",
@@ -586,6 +652,18 @@ class _Builder:
                 " nothing can identify it",
             )
         return source
+
+    def _listeners(self, table: _Table) -> tuple[str, ...]:
+        names = table.strings("listeners")
+        if table.data.get("listeners") == []:
+            table.problem("listeners", "empty: the source could send through no listener")
+        for index, name in enumerate(names):
+            if name not in LISTENERS:
+                table.problem(
+                    f"listeners[{index}]",
+                    f"{name!r} is not a listener: use {', '.join(map(repr, LISTENERS))}",
+                )
+        return names
 
     def _index(
         self, sources: tuple[Source, ...]

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from relayguard.clamd_client import parse_spec
-from relayguard.dlp.detectors import BUILTIN, Detector, custom_detector
+from relayguard.dlp.detectors import BUILTIN, Detector, DetectorError, custom_detector
 from relayguard.dlp.profiles import Profile, ProfileAction
 from relayguard.mime import WalkLimits
 from relayguard.verdict import Action
@@ -198,7 +198,7 @@ def _detectors(root: TableLike) -> dict[str, Detector]:
     detectors = dict(BUILTIN)
     for table in root.tables("dlp_detectors"):
         name = table.string("name")
-        if not DETECTOR_NAME.match(name):
+        if not DETECTOR_NAME.fullmatch(name):
             table.problem("name", f"{name!r} must be 1-64 of a-z 0-9 _ (letter first)")
             continue
         if name in detectors:
@@ -214,8 +214,8 @@ def _detectors(root: TableLike) -> dict[str, Detector]:
                 context_window=table.integer("context_window", 80, 1, 10_000) or 80,
                 ignore_case=table.data.get("ignore_case") is True,
             )
-        except ValueError as exc:
-            table.problem("name", f"detector {name!r}: {exc}")
+        except DetectorError as exc:
+            table.problem(exc.key, f"detector {name!r}: {exc}")
         if "ignore_case" in table.data and not isinstance(table.data["ignore_case"], bool):
             table.problem("ignore_case", "expected a boolean")
     return detectors
@@ -280,7 +280,7 @@ def _urls(root: TableLike) -> UrlSettings:
     blocklists = []
     for entry in root.tables("url_blocklists"):
         zone = entry.string("zone").rstrip(".").lower()
-        if not ZONE.match(zone):
+        if not ZONE.fullmatch(zone):
             entry.problem("zone", f"{zone!r} is not a DNS zone name")
         codes = []
         for index, code in enumerate(entry.strings("codes")):

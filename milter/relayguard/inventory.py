@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import re
 import sys
 from collections import Counter
@@ -21,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relayguard.auditread import deciding_check, parse_since, read_audit
+from relayguard.auditread import attempts, deciding_check, parse_since, read_audit
 from relayguard.config import SOURCE_NAME
 from relayguard.identities import parse_identity
 from relayguard.rfc5322 import HeaderViolation, ascii_lower, parse_mailbox_field
+from relayguard.safe_text import UNSAFE, printable
 
 if TYPE_CHECKING:
     Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -66,7 +66,8 @@ def collect(records: list[dict[str, Any]]) -> list[Flow]:
         if key is None:
             continue
         flow = flows.setdefault(key, Flow(*key))
-        flow.decisions += 1
+        n = attempts(record)
+        flow.decisions += n
         when = str(record.get("time", ""))
         flow.first = min(flow.first or when, when)
         flow.last = max(flow.last, when)
@@ -94,7 +95,7 @@ def collect(records: list[dict[str, Any]]) -> list[Flow]:
                 for r in record.get("recipient_refusals", ())
             ]
             for check in refusing or [deciding_check(record) or {}]:
-                flow.refusals[f"{check.get('name')}: {check.get('reason')}"] += 1
+                flow.refusals[f"{check.get('name')}: {check.get('reason')}"] += n
     return sorted(flows.values(), key=lambda f: (f.kind, f.identity))
 
 
@@ -105,7 +106,7 @@ def _name_for(flow: Flow, taken: set[str]) -> str:
         base = "host-" + re.sub(r"[^A-Za-z0-9]+", "-", flow.identity).strip("-")
     else:
         base = re.sub(r"[^A-Za-z0-9._-]+", "-", flow.identity).strip("-._") or "source"
-    base = base[:60] if SOURCE_NAME.match(base[:60]) else "source"
+    base = base[:60] if SOURCE_NAME.fullmatch(base[:60]) else "source"  # '$' allows a final \n
     name, number = base, 2
     while name in taken:
         name, number = f"{base}-{number}", number + 1
@@ -114,7 +115,16 @@ def _name_for(flow: Flow, taken: set[str]) -> str:
 
 
 def _toml(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+    """A TOML basic string that reads back as exactly `value`, on one visible line: quote and
+    backslash escaped, each character safe_text.UNSAFE finds as a \\uXXXX escape (TOML 1.0)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + UNSAFE.sub(_toml_escape, escaped) + '"'
+
+
+def _toml_escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    # A lone surrogate (an undecodable byte) is no Unicode scalar value: TOML cannot hold it.
+    return "\\ufffd" if 0xD800 <= code <= 0xDFFF else f"\\u{code:04x}"
 
 
 def _array(values: list[str]) -> str:
@@ -179,22 +189,25 @@ def propose(flows: list[Flow], header: str) -> str:
         out += [
             "[[sources]]",
             f"name = {_toml(_name_for(flow, taken))}",
-            f"description = {_toml(f'inventory: {label} {flow.identity}')}",
+            f"description = {_toml(f'inventory: {label} {printable(flow.identity)}')}",
             f"{identifier[0]} = {identifier[1]}",
             f"senders = {_array(senders)}",
         ]
         if domains:
             out.append(f"recipients = {_array(domains)}")
-    return "\n".join(out) + "\n"
+    # Comments quote what clients sent (identities, addresses, reasons): each one escaped, so
+    # none can end the comment and add a line of its own to the proposed configuration.
+    return "\n".join(printable(line) if line.startswith("#") else line for line in out) + "\n"
 
 
 def inventory(path: Path, since: str | None = None) -> str:
     records = read_audit(path, parse_since(since) if since else None)
     flows = collect(records.decisions)
+    decisions = sum(map(attempts, records.decisions))  # a counted line stands for `count`
     header = (
         f"relayguard inventory of {path}"
         + (f" since {since}" if since else "")
-        + f": {len(records.decisions)} decision(s) from {len(flows)} client identit(y/ies)"
+        + f": {decisions} decision(s) from {len(flows)} client identit(y/ies)"
         + (f"; {records.unreadable} unreadable line(s) skipped" if records.unreadable else "")
         + "\nProposed sources: review each block, then add it to relayguard.toml."
         + "\nEach allows exactly the senders and the recipient domains that were seen."

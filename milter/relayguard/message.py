@@ -18,6 +18,8 @@ class Client:
     hostname: str = ""
     sasl_user: str = ""
     cert_subject: str = ""
+    cert_issuer: str = ""  # the CN of the CA that issued the verified certificate
+    daemon_name: str = ""  # the Postfix listener (master.cf milter_macro_daemon_name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from relayguard.message import Message
+from relayguard.safe_text import printable
 
 ZIP_MAGIC = b"PK\x03\x04"
 TEXT_EXTENSIONS = (".txt", ".csv", ".tsv", ".log", ".md", ".json", ".xml", ".htm", ".html")
@@ -59,7 +60,8 @@ class WalkLimits:
 class Part:
     """One decoded leaf of the message, or one archive member.
 
-    `path` follows IMAP's section numbers ("1", "2.1"); archive members append "/member-name".
+    `path` follows IMAP's section numbers ("1", "2.1"); archive members append "/member-name",
+    escaped by safe_text.printable. `filename` is the name as sent, for rules to match.
     """
 
     path: str
@@ -404,7 +406,8 @@ class _Walker:
         for info in members:
             if info.is_dir():
                 continue
-            path = f"{part.path}/{info.filename}"
+            # The path names the member in reasons and logs: escaped, so a name cannot forge lines.
+            path = f"{part.path}/{printable(info.filename)}"
             if not self._count(path):
                 return
             if info.flag_bits & 0x1:

@@ -19,7 +19,7 @@ from relayguard.checks import source as source_check
 from relayguard.config import Config, Source
 from relayguard.message import Client, Envelope, Message
 from relayguard.mime import release_walk
-from relayguard.transforms import Transform
+from relayguard.transforms import Transform, authority_withheld
 from relayguard.verdict import Action, Decision, Mode, Verdict
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,16 @@ class Pipeline:
         )
         decision = self._run(Stage.END, subject, earlier)
         release_walk(message)  # the content checks are done: free the decoded parts before signing
+        withheld = authority_withheld(decision)
         for transform in self.transforms:
             if decision.action >= Action.TEMPFAIL:
                 break  # nothing more to change on a message that will not be delivered
+            if transform.when_withheld and withheld is not None:
+                note = Verdict(
+                    transform.name, Action.ACCEPT, f"{transform.when_withheld}: {withheld}"
+                )
+                decision = replace(decision, verdicts=(*decision.verdicts, note))
+                continue
             decision = self._transformed(transform, subject, decision)
         return decision
 

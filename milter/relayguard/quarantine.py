@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from relayguard.config import load_config
 from relayguard.errors import RelayguardError
+from relayguard.safe_text import printable
 
 if TYPE_CHECKING:
     Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -46,8 +47,15 @@ class Held:
 
 
 def _run(argv: list[str]) -> str:
+    # A held message's header may hold any byte: decoded as UTF-8 (RFC 6532), never a crash.
     result = subprocess.run(
-        argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL, timeout=60
+        argv,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        check=False,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
     )
     if result.returncode != 0:
         raise QuarantineError(f"{Path(argv[0]).name} failed: {result.stderr.strip()}")
@@ -114,6 +122,28 @@ def audit_reasons(audit_log: Path | None, queue_ids: Iterable[str] | None = None
 def show(postfix_config: Path, queue_id: str, body: bool = False) -> str:
     flags = "-ehbq" if body else "-ehq"
     return _run([POSTCAT, "-c", str(postfix_config), flags, _queue_id(queue_id)])
+
+
+def format_list(messages: list[Held], reasons: dict[str, str]) -> str:
+    """One line per held message, its reason below; the sender's values escaped (safe_text)."""
+    lines = []
+    for m in messages:
+        lines.append(
+            printable(f"{m.queue_id}  {m.size:>9}  <{m.sender}> -> {', '.join(m.recipients)}")
+        )
+        if reasons.get(m.queue_id):
+            lines.append("    " + printable(reasons[m.queue_id]))
+    lines.append(f"{len(messages)} message(s) on hold")
+    return "\n".join(lines)
+
+
+def format_show(reason: str | None, postcat_output: str) -> str:
+    """postcat's view, line by line escaped: the header fields are the sender's text, and an ESC
+    sequence or a CR in them must not rewrite the sysadmin's terminal."""
+    lines = [f"*** quarantined: {printable(reason)}"] if reason else []
+    # split("\n"), not splitlines(): that also splits at \x85 or U+2028, which must be shown.
+    lines += [printable(line) for line in postcat_output.removesuffix("\n").split("\n")]
+    return "\n".join(lines) + "\n"
 
 
 def _require_held(postfix_config: Path, queue_id: str) -> None:
@@ -199,11 +229,7 @@ def _list(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(rows, indent=2))
             return
-        for m in messages:
-            print(f"{m.queue_id}  {m.size:>9}  <{m.sender}> -> {', '.join(m.recipients)}")
-            if reasons.get(m.queue_id):
-                print(f"    {reasons[m.queue_id]}")
-        print(f"{len(rows)} message(s) on hold")
+        print(format_list(messages, reasons))
 
     return _guard(run)
 
@@ -211,9 +237,7 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     def run() -> None:
         reason = audit_reasons(_audit_log(args), [args.queue_id]).get(args.queue_id)
-        if reason:
-            print(f"*** quarantined: {reason}")
-        print(show(args.postfix_config, args.queue_id, args.body), end="")
+        print(format_show(reason, show(args.postfix_config, args.queue_id, args.body)), end="")
 
     return _guard(run)
 

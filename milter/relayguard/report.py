@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relayguard.auditread import deciding_check, parse_since, read_audit
+from relayguard.auditread import attempts, deciding_check, parse_since, read_audit
 from relayguard.metrics import dkim_algorithms
+from relayguard.safe_text import printable
 
 if TYPE_CHECKING:
     Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -58,15 +59,16 @@ def build(path: Path, since: str | None = None) -> Report:
     records = read_audit(path, parse_since(since) if since else None)
     report = Report(path, since, admin=records.admin, unreadable=records.unreadable)
     for record in records.decisions:
-        report.decisions += 1
+        n = attempts(record)
+        report.decisions += n
         when = str(record.get("time", ""))
         report.first = min(report.first or when, when)
         report.last = max(report.last, when)
         outcome = str(record["outcome"])
         action = str(record["action"])
-        report.outcomes[outcome] += 1
+        report.outcomes[outcome] += n
         volume = report.sources[str(record.get("source") or "(no source)")]
-        volume.decisions += 1
+        volume.decisions += n
         volume.size += int(record.get("size") or 0)
         day = report.days[when[:10]]
         if action in DELIVERED and record.get("stage") == "end":
@@ -83,21 +85,21 @@ def build(path: Path, since: str | None = None) -> Report:
                 report.signed += 1
                 report.dkim_algorithms.update(set(algorithms))
         elif action in ("reject", "tempfail"):
-            volume.refused += 1
-            day["refused"] += 1
+            volume.refused += n
+            day["refused"] += n
         if outcome.startswith("would_"):
-            volume.would_refuse += 1
-            day["would refuse"] += 1
+            volume.would_refuse += n
+            day["would refuse"] += n
         check = deciding_check(record) if outcome != "accept" else None
         if check is not None:
             reason = _generic(str(check.get("reason", "")))
-            report.refusals[f"{check.get('name')}: {reason}"] += 1
+            report.refusals[f"{check.get('name')}: {reason}"] += n
         for entry in record.get("checks", ()):
             name = str(entry.get("name", ""))
             if entry.get("error"):
-                report.scanner_errors[name] += 1
+                report.scanner_errors[name] += n
             elif name.startswith(CONTENT_RULE_CHECKS) and entry.get("action") != "accept":
-                report.content_rules[f"{name}: {entry.get('reason', '')}"] += 1
+                report.content_rules[f"{name}: {entry.get('reason', '')}"] += n
     return report
 
 
@@ -137,7 +139,8 @@ def format_text(report: Report) -> str:
             f" by {a.get('actor')}: {a.get('reason', '')}"
             for a in report.admin
         ]
-    return "\n".join(lines) + "\n"
+    # Sources, reasons and actors come from the audit log: each line escaped (safe_text).
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 def _coverage(report: Report) -> str:
@@ -167,7 +170,8 @@ svg text{font:12px system-ui,sans-serif;fill:#1d2433}
 
 
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    """HTML-escaped, and a bidi override or a control character shown, not obeyed."""
+    return html.escape(printable(str(value)), quote=True)
 
 
 def _bars(items: list[tuple[str, int]], colour: str, width: int = 900) -> str:

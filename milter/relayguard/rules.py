@@ -27,6 +27,7 @@ from relayguard.config import Config, Source, load_config
 from relayguard.dlp.profiles import scan_parts
 from relayguard.message import Client, Envelope, message_from_bytes
 from relayguard.mime import raw_message, walk_message
+from relayguard.safe_text import printable
 from relayguard.verdict import Action, Verdict
 
 if TYPE_CHECKING:
@@ -145,7 +146,9 @@ def format_result(result: SampleResult) -> str:
     for verdict in result.verdicts:
         lines.append(f"  {verdict.check:<12} {verdict.action.label:<10} {verdict.reason}")
     for part in result.per_part:
-        label = f"part {part['part']}" + (f" ({part['filename']})" if part["filename"] else "")
+        # Part paths and reasons are escaped where they are made; the file name is as sent.
+        filename = printable(part["filename"])
+        label = f"part {part['part']}" + (f" ({filename})" if filename else "")
         hits = [f"yara:{r}" for r in part["yara"]] + [
             f"dlp:{d}={n}" for d, n in part["dlp"].items()
         ]
@@ -155,9 +158,8 @@ def format_result(result: SampleResult) -> str:
         lines.append(f"    raw message: {', '.join('yara:' + r for r in raw_rules)}")
     for match in result.matches:
         if match["kind"] == "dlp":
-            lines.append(
-                f"    MATCH dlp:{match['detector']} part {match['part']}: {match['value']}"
-            )
+            value = printable(match["value"])
+            lines.append(f"    MATCH dlp:{match['detector']} part {match['part']}: {value}")
         else:
             lines.append(
                 f"    MATCH yara:{match['rule']} {match['string']} part {match['part']}"

@@ -33,6 +33,8 @@ class Runtime:
         cls, config: Config, audit: AuditLog | None = None, *, dry_run: bool = False
     ) -> Runtime:
         if audit is None or audit.path != config.relay.audit_log:
+            if audit is not None:
+                audit.flush_all()  # counts held back belong to the log they were counted for
             audit = AuditLog(config.relay.audit_log)
         pipeline = Pipeline.for_config(config, dry_run=dry_run)
         return cls(config, pipeline, audit, () if dry_run else build_observers(config))

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 RESPAWN_PAUSE = 1.0  # seconds between respawns, so a worker that dies at once cannot spin
 STOP_GRACE = 30.0  # seconds in-flight connections get to finish when the milter stops
+FLUSH_PERIOD = 0.2  # seconds between a worker's looks at the audit counts it holds back
+FLUSH_GRACE = 2.0  # seconds workers get to write those counts when the milter stops
 
 
 class SlotGauge:
@@ -69,6 +71,9 @@ class Supervisor:
         # Anonymous shared memory created before fork: workers read it, the supervisor bumps it.
         self.generation = multiprocessing.RawValue(ctypes.c_ulonglong, 0)
         self.connections = multiprocessing.RawArray(ctypes.c_long, self.config.milter.workers)
+        # Stopping: the supervisor sets `flush`, each worker writes its audit counts and says so.
+        self.flush = multiprocessing.RawValue(ctypes.c_bool, False)
+        self.flushed = multiprocessing.RawArray(ctypes.c_bool, self.config.milter.workers)
         self.workers: dict[int, int] = {}  # pid -> slot
         self.stopping = False
         self.reload_requested = False
@@ -102,6 +107,7 @@ class Supervisor:
 
     def _spawn(self, slot: int) -> None:
         self.connections[slot] = 0  # a dead worker's connections died with it
+        self.flushed[slot] = False
         # What exists now is moved out of the collector's reach: a worker's collections would
         # otherwise write to every object and copy the pages it shares with the supervisor.
         gc.freeze()
@@ -119,8 +125,21 @@ class Supervisor:
             signal.signal(sig, signal.SIG_DFL)
         runtime = Runtime.build(self.config)
         holder = RuntimeHolder(self.config_path, runtime, lambda: int(self.generation.value))
+        threading.Thread(
+            target=self._flush_audit_counts, args=(holder, slot), name="audit-flush", daemon=True
+        ).start()
         run_worker(holder, SlotGauge(self.connections, slot))
+        holder.current.audit.flush_all()
         return 0
+
+    def _flush_audit_counts(self, holder: RuntimeHolder, slot: int) -> None:
+        """The timer of audit.RefusalCounter: counts reach the log without waiting for traffic,
+        and all of them before the supervisor kills this worker."""
+        while not self.flush.value:
+            time.sleep(FLUSH_PERIOD)
+            holder.current.audit.flush_due()
+        holder.current.audit.flush_all()
+        self.flushed[slot] = True
 
     def _reap(self) -> None:
         while self.workers:
@@ -163,6 +182,13 @@ class Supervisor:
             time.sleep(0.05)
         if sum(self.connections) > 0:
             log.warning("stopping with %d connection(s) still open", sum(self.connections))
+        self.flush.value = True
+        deadline = time.monotonic() + FLUSH_GRACE
+        while not all(self.flushed[s] for s in self.workers.values()):
+            if time.monotonic() >= deadline:
+                log.warning("stopping before every worker wrote its audit counts")
+                break
+            time.sleep(0.05)
         for pid in self.workers:
             _signal(pid, signal.SIGKILL)
         while self.workers:

@@ -51,6 +51,14 @@ SIGNED_HEADERS = (
     "Content-Type",
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
+    # Identities and threading a client displays, and how the body is decoded: each could be
+    # added or changed in transit to make a signed message say something else.
+    "Sender",
+    "Resent-From",
+    "Resent-Sender",
+    "References",
+    "In-Reply-To",
+    "Content-Transfer-Encoding",
 )
 # Postfix's cleanup adds Date, Message-ID and (with no To/Cc/Bcc) To when a message from one of
 # its local_header_rewrite_clients lacks them, after the milter signed: signing an *absent*
@@ -68,7 +76,8 @@ def delivered_headers(subject: Subject, decision: Decision) -> list[tuple[bytes,
     """The header section Postfix will deliver, in order (Received aside, which is not signed)."""
     assert subject.message is not None
     # The adapter deletes the sender's copies of these before adding relayguard's own.
-    replaced = replaced_header_names(decision, subject.config.relay.trace_header)
+    present = (name for name, _ in subject.message.headers)
+    replaced = replaced_header_names(decision, subject.config.relay.trace_header, present)
     original = [
         (name.encode("latin-1"), value)
         for name, value in subject.message.headers
@@ -189,4 +198,4 @@ def _note(decision: Decision, verdict: Verdict) -> Decision:
 
 def transforms(config: Config) -> tuple[Transform, ...]:
     """Signing is on when [dkim] names at least one domain."""
-    return (Transform(NAME, sign_delivered),) if config.dkim.domains else ()
+    return (Transform(NAME, sign_delivered, "not signed"),) if config.dkim.domains else ()

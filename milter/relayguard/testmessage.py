@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from relayguard.audit import AuditLog
+from relayguard.checks.source import NETWORK_LISTENERS
 from relayguard.config import Config, Source
 from relayguard.errors import RelayguardError
 from relayguard.message import Client, Envelope, message_from_bytes
 from relayguard.rfc5322 import HeaderViolation, parse_mailbox_field
 from relayguard.runtime import Runtime
+from relayguard.safe_text import printable
 from relayguard.transaction import Transaction
 from relayguard.verdict import Action, Decision
 
@@ -25,12 +27,20 @@ class DryRunError(RelayguardError):
 
 
 def client_for(source: Source) -> Client:
-    """A client that the source check identifies as SOURCE, the strongest way the source allows."""
+    """A client that the source check identifies as SOURCE, the strongest way the source allows,
+    on a listener the source may use."""
+    listener = source.listeners[0] if source.listeners else "submission"
     if source.sasl_users:
-        return Client(address="127.0.0.1", sasl_user=source.sasl_users[0])
+        return Client(address="127.0.0.1", sasl_user=source.sasl_users[0], daemon_name=listener)
     if source.client_cert_subjects:
-        return Client(address="127.0.0.1", cert_subject=source.client_cert_subjects[0])
-    return Client(address=str(source.networks[0].network_address))
+        return Client(
+            address="127.0.0.1",
+            cert_subject=source.client_cert_subjects[0],
+            cert_issuer=source.client_cert_issuers[0] if source.client_cert_issuers else "",
+            daemon_name=listener,
+        )
+    network_listener = (source.listeners or NETWORK_LISTENERS)[0]
+    return Client(address=str(source.networks[0].network_address), daemon_name=network_listener)
 
 
 def dry_run(
@@ -124,4 +134,5 @@ def format_result(result: dict[str, Any]) -> str:
         for r in result["recipient_refusals"]
     ]
     lines += [f"adds:    {h['name']}: {h['value']}" for h in result["headers_added"]]
-    return "\n".join(lines)
+    # Reasons, recipients and header values come from the sample: each line escaped (safe_text).
+    return "\n".join(printable(line) for line in lines)

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from relayguard.audit import clip, now
+from relayguard.audit import ADDRESS_LIMIT, HEADER_LIMIT, IDENTITY_LIMIT, REASON_LIMIT, clip, now
 from relayguard.checks.source import Identification
 from relayguard.config import Source
 from relayguard.errors import AuditError
@@ -101,7 +101,7 @@ class Transaction:
             return decision
         record = self._record(stage, decision, message)
         try:
-            self.runtime.audit.write(record)
+            self._write(record)
         except AuditError as exc:
             log.error("%s: %s", self.queue_id or "NOQUEUE", exc)
             if decision.action < Action.TEMPFAIL:
@@ -119,7 +119,18 @@ class Transaction:
                 log.exception("observer %r failed", observe)
         return decision
 
+    def _write(self, record: dict[str, Any]) -> None:
+        """Refusals of unregistered clients at MAIL FROM are what the internet can repeat at
+        will: they are counted per client address and interval instead of written one by one."""
+        audit = self.runtime.audit
+        if record["stage"] == "mail" and self.source is None:
+            interval = self.runtime.config.relay.unregistered_audit_interval
+            audit.refusals.add(record["client_address"] or "", record, interval)
+        else:
+            audit.write(record)
+
     def _record(self, stage: str, decision: Decision, message: Message | None) -> dict[str, Any]:
+        """Every client-controlled value is clipped: the client must not choose a line's size."""
         source = self.source
         record: dict[str, Any] = {
             "time": now(),
@@ -127,23 +138,32 @@ class Transaction:
             "stage": stage,
             "mode": decision.mode.value,
             "source": source.name if source else None,
-            "client_address": self.client.address or None,
-            "sasl_user": self.client.sasl_user or None,
-            "cert_subject": self.client.cert_subject or None,
-            "mail_from": self.mail_from,
-            "recipients": list(self.recipients),
+            "client_address": clip(self.client.address, IDENTITY_LIMIT) or None,
+            "sasl_user": clip(self.client.sasl_user, IDENTITY_LIMIT) or None,
+            "cert_subject": clip(self.client.cert_subject, IDENTITY_LIMIT) or None,
+            "cert_issuer": clip(self.client.cert_issuer, IDENTITY_LIMIT) or None,
+            "listener": clip(self.client.daemon_name, IDENTITY_LIMIT) or None,
+            "mail_from": clip(self.mail_from, ADDRESS_LIMIT),
+            "recipients": [clip(r, ADDRESS_LIMIT) for r in self.recipients],
             "recipient_refusals": [
-                {"recipient": r, "check": v.check, "reason": v.reason, "applied": applied}
+                {
+                    "recipient": clip(r, ADDRESS_LIMIT),
+                    "check": v.check,
+                    "reason": clip(v.reason, REASON_LIMIT),
+                    "applied": applied,
+                }
                 for r, v, applied in self.recipient_refusals
             ],
-            "from": clip(message.first_header("From")) if message else None,
-            "message_id": clip(message.first_header("Message-ID")) if message else None,
+            "from": clip(message.first_header("From"), HEADER_LIMIT) if message else None,
+            "message_id": clip(message.first_header("Message-ID"), HEADER_LIMIT)
+            if message
+            else None,
             "size": message.size if message else None,
             "checks": [
                 {
                     "name": v.check,
                     "action": v.action.label,
-                    "reason": v.reason,
+                    "reason": clip(v.reason, REASON_LIMIT),
                     "ms": v.elapsed_ms,
                     **({"error": True} if v.error else {}),
                 }
@@ -151,7 +171,7 @@ class Transaction:
             ],
             "action": decision.action.label,
             "outcome": decision.outcome,
-            "reply": str(decision.reply) if decision.reply else None,
+            "reply": clip(str(decision.reply), REASON_LIMIT) if decision.reply else None,
         }
         return record
 

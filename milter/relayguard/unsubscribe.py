@@ -145,7 +145,7 @@ def add_headers(subject: Subject, decision: Decision) -> Decision:
 
 
 def transforms(config: Config) -> tuple[Transform, ...]:
-    return (Transform(NAME, add_headers),) if config.unsubscribe else ()
+    return (Transform(NAME, add_headers, "no List-Unsubscribe"),) if config.unsubscribe else ()
 
 
 # --- the HTTP endpoint -------------------------------------------------------------------------

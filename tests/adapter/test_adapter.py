@@ -14,6 +14,7 @@ from relayguard.config import load_config
 from relayguard.rfc5322 import split_header_block
 from relayguard.runtime import Runtime, RuntimeHolder
 from relayguard.verdict import Reply
+from tests.conftest import BASE_CONFIG
 
 pytestmark = pytest.mark.adapter
 
@@ -60,9 +61,9 @@ class Recorder(testctx.TestCtx):  # type: ignore[misc]
 def milter_ctx(
     write_config: Callable[..., Path], tmp_path: Path
 ) -> Iterator[Callable[..., Recorder]]:
-    def make(mode: str = "enforce") -> Recorder:
+    def make(mode: str = "enforce", text: str | None = None) -> Recorder:
         audit = tmp_path / "audit.jsonl"
-        config = load_config(write_config(mode=mode, audit=audit))
+        config = load_config(write_config(text, mode=mode, audit=audit))
         holder = RuntimeHolder(config.path, Runtime.build(config))
         Milter.factory = lambda: RelayguardMilter(holder, Gauge())
         return Recorder()
@@ -91,10 +92,13 @@ def send(
     ip: str = "198.51.100.7",
     sender: str = "scanner@example.com",
     rcpts: tuple[str, ...] = ("alice@example.com",),
+    listener: str = "smtp",
 ) -> tuple[str, int]:
     """Feed one message the way libmilter calls the callbacks; return (stage, result code)."""
     if sasl_user:
         ctx._setsymval("{auth_authen}", sasl_user)
+    # Postfix names every listener of master.cf.j2 (milter_macro_daemon_name).
+    ctx._setsymval("{daemon_name}", listener)
     ctx._setsymval("i", "4XTESTQID")
     assert ctx._connect(ip=ip) == Milter.CONTINUE
     rc = ctx._envfrom(f"<{sender}>")
@@ -155,6 +159,37 @@ def test_network_source_identified_by_address(
     stage, rc = send(ctx, raw, sasl_user="", ip="192.0.2.3", sender="ups@example.com")
     assert (stage, rc) == ("eom", Milter.ACCEPT)
     assert ctx.added == [("X-Relayguard", "source=legacy-ups; mode=monitor; verdict=accept")]
+
+
+def test_network_source_on_another_listener_is_refused(
+    milter_ctx: Callable[..., Recorder],
+) -> None:
+    """{daemon_name} reaches the source check: legacy-ups (monitor mode) would be refused."""
+    ctx = milter_ctx()
+    raw = b"From: UPS <ups@example.com>\r\nTo: it@example.com\r\n\r\nOn battery\r\n"
+    stage, rc = send(
+        ctx, raw, sasl_user="", ip="192.0.2.3", sender="ups@example.com", listener="submission"
+    )
+    assert (stage, rc) == ("eom", Milter.ACCEPT)
+    assert ctx.added == [
+        ("X-Relayguard", "source=legacy-ups; mode=monitor; verdict=would_reject; check=source")
+    ]
+
+
+@pytest.mark.parametrize(("issuer", "expected"), [("Device CA", "eom"), ("Rogue CA", "mail")])
+def test_certificate_issuer_reaches_the_source_check(
+    milter_ctx: Callable[..., Recorder], data: Path, issuer: str, expected: str
+) -> None:
+    pinned = BASE_CONFIG.format(mode="enforce", audit="").replace(
+        'client_cert_subjects = ["CN=erp.example.com"]',
+        'client_cert_subjects = ["CN=erp.example.com"]\nclient_cert_issuers = ["Device CA"]',
+    )
+    ctx = milter_ctx(text=pinned)
+    ctx._setsymval("{cert_subject}", "erp.example.com")
+    ctx._setsymval("{cert_issuer}", issuer)
+    raw = b"From: ERP <invoices@example.com>\r\nTo: alice@example.com\r\n\r\nInvoice\r\n"
+    stage, _ = send(ctx, raw, sasl_user="", ip="203.0.113.9", sender="invoices@example.com")
+    assert stage == expected
 
 
 def test_refused_recipient_is_per_recipient(

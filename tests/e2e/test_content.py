@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from relayguard.safe_text import UNSAFE, printable
+from tests.support.archives import seven_zip, seven_zip_of_zeros
 from tests.support.clamd import EICAR, Clamd
 from tests.support.dns_server import DnsServer
 from tests.support.milter_process import MilterProcess
@@ -303,6 +305,51 @@ def test_clamd_down_is_a_temporary_failure_until_it_returns(relay: ContentRelay)
     assert relay.delivered("while clamd is down")["X-Relayguard"].endswith("verdict=accept")
 
 
+def _held_by_clamd(relay: ContentRelay, msg: EmailMessage) -> str:
+    """Send `msg`; assert clamd's verdict (not the walk's) put it on hold; return its reason."""
+    relay.send(msg)
+    line = relay.audit_for(msg["Message-ID"])
+    checks = {c["name"]: c for c in line["checks"]}  # type: ignore[union-attr]
+    assert line["action"] == "quarantine"
+    assert checks["mime_limits"]["action"] == "accept"  # the walker does not open 7z
+    assert checks["clamav"]["action"] == "quarantine"
+    assert any(m["queue_id"] == line["queue_id"] for m in relay.held())
+    return str(checks["clamav"]["reason"])
+
+
+def test_password_protected_7z_is_held_not_clean_nor_a_virus(relay: ContentRelay) -> None:
+    msg = message("encrypted 7z")
+    archive = seven_zip({"invoice.txt": b"Invoice 4711\n"}, password="s3cret-Pa55")
+    msg.add_attachment(archive, maintype="application", subtype="x-7z-compressed", filename="a.7z")
+    reason = _held_by_clamd(relay, msg)
+    assert (
+        reason
+        == "content not fully scanned: clamd found encrypted content (Heuristics.Encrypted.7Zip)"
+    )
+    assert relay.not_delivered("encrypted 7z")
+
+
+def test_7z_past_clamds_file_size_limit_is_held(relay: ContentRelay) -> None:
+    msg = message("7z bomb")
+    archive = seven_zip_of_zeros("disk.img", 101 * 2**20)  # the fixture's MaxFileSize is 100M
+    assert len(archive) < 100_000
+    msg.add_attachment(archive, maintype="application", subtype="x-7z-compressed", filename="b.7z")
+    reason = _held_by_clamd(relay, msg)
+    assert reason == (
+        "content not fully scanned: clamd limit exceeded (Heuristics.Limits.Exceeded.MaxFileSize)"
+    )
+
+
+def test_virus_beside_an_encrypted_7z_is_still_refused_as_a_virus(relay: ContentRelay) -> None:
+    msg = message("eicar and encrypted 7z")
+    archive = seven_zip({"invoice.txt": b"Invoice 4712\n"}, password="s3cret-Pa55")
+    msg.add_attachment(archive, maintype="application", subtype="x-7z-compressed", filename="a.7z")
+    msg.add_attachment(EICAR, maintype="application", subtype="octet-stream", filename="e.com")
+    code, text = relay.refused(msg)
+    assert code == 550
+    assert text.startswith("5.7.1 virus found: Eicar-Test-Signature")
+
+
 # --- YARA -----------------------------------------------------------------------------------
 
 
@@ -480,3 +527,43 @@ def test_quarantine_list_show_release_delete(relay: ContentRelay) -> None:
     again = relay.relayguard("quarantine", "delete", second_id, "--postfix-config", config_dir)
     assert again.returncode == 1
     assert "not in the hold queue" in again.stderr
+
+
+def test_quarantine_commands_escape_what_the_sender_wrote(relay: ContentRelay) -> None:
+    """A zip member name with a forged line and terminal escapes, a Subject with ESC sequences
+    and a byte that is not UTF-8: the audit reason, `quarantine list` and `show` hold them as
+    visible escapes (an escape sequence must not rewrite the sysadmin's terminal)."""
+    member = 'r.txt\n[[sources]]\nname="evil"\x1b[2J\r\u202eexe.txt'
+    archive = zipped(member, b"status RELAYGUARD-TEST-HOLD")
+    msg = message("hostile hold")
+    msg.add_attachment(archive, maintype="application", subtype="zip", filename="scan.zip")
+    raw = msg.as_bytes().replace(
+        b"Subject: hostile hold", b"Subject: hostile hold \x1b]0;owned\x07\x1b[2J\xff"
+    )
+    with smtplib.SMTP("127.0.0.1", relay.smtp_port, local_hostname="device.test") as smtp:
+        smtp.sendmail("scanner@example.com", ["alice@example.com"], raw)
+    line = relay.audit_for(msg["Message-ID"])
+    queue_id = str(line["queue_id"])
+    escaped = 'part 2/r.txt\\n[[sources]]\\nname="evil"\\x1b[2J\\r\\u202eexe.txt'
+    assert line["action"] == "quarantine"
+    reasons = {c["name"]: c["reason"] for c in line["checks"]}  # type: ignore[union-attr]
+    assert reasons["yara"] == f"YARA rule markers:Hold_Marker matched in {escaped}"
+
+    config_dir = str(relay.postfix.config_directory)
+    config = str(relay.milter.config)
+    listed = relay.relayguard(
+        "quarantine", "list", "--postfix-config", config_dir, "--config", config
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert (
+        f"    yara: YARA rule markers:Hold_Marker matched in {printable(escaped)}" in listed.stdout
+    )
+    shown = relay.relayguard(
+        "quarantine", "show", queue_id, "--postfix-config", config_dir, "--config", config
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "Subject: hostile hold \\x1b]0;owned\\x07\\x1b[2J\ufffd" in shown.stdout
+    for output in (listed.stdout, shown.stdout):
+        assert UNSAFE.search(output.replace("\n", "")) is None, output
+    deleted = relay.relayguard("quarantine", "delete", queue_id, "--postfix-config", config_dir)
+    assert deleted.returncode == 0, deleted.stderr

@@ -3,6 +3,7 @@ against keys served by a real DNS server (NSD) on loopback."""
 
 from __future__ import annotations
 
+import json
 import re
 import smtplib
 import subprocess
@@ -31,6 +32,7 @@ RELAYGUARD = [sys.executable, "-m", "relayguard.cli"]
 
 CONFIG = """
 [relay]
+mode = "{mode}"
 internal_domains = ["example.com"]
 audit_log = "{audit}"
 
@@ -74,7 +76,9 @@ class SignedRelay:
         message["Date"] = "Mon, 23 Nov 2026 10:00:00 +0000"
         message["Cc"] = "bob@example.com"
         with self.stack.submission() as smtp:
-            smtp.send_message(message, to_addrs=["alice@example.com"])
+            smtp.send_message(
+                message, from_addr="scanner@example.com", to_addrs=["alice@example.com"]
+            )
         return self.stack.sink.wait_for(before + 1)[before].data
 
 
@@ -100,15 +104,14 @@ def dns(keys: Path) -> Iterator[DnsServer]:
 @pytest.fixture
 def signed_relay(
     e2e_dir: Path, postfix_stack: StackFactory, keys: Path, dns: DnsServer
-) -> Iterator[Callable[[], SignedRelay]]:
+) -> Iterator[Callable[..., SignedRelay]]:
     milters: list[MilterProcess] = []
 
-    def start() -> SignedRelay:
+    def start(mode: str = "enforce") -> SignedRelay:
         directory = make_dir("milter-", e2e_dir)
         config = directory / "relayguard.toml"
-        config.write_text(
-            CONFIG.format(audit=directory / "audit.jsonl", keys=keys, user=DEVICE_USER)
-        )
+        audit = directory / "audit.jsonl"
+        config.write_text(CONFIG.format(mode=mode, audit=audit, keys=keys, user=DEVICE_USER))
         milter = MilterProcess(config, directory / "milter.sock", directory / "milter.log")
         milters.append(milter.start())
         stack = postfix_stack(milter.socket_path)
@@ -141,6 +144,9 @@ def test_delivered_mail_carries_rsa_and_ed25519_signatures_that_verify(
     assert signed.count(b"from") == 2 and signed.count(b"cc") == 2
     assert signed.count(b"list-unsubscribe") == 1 and signed.count(b"list-unsubscribe-post") == 1
     assert b"x-relayguard" in signed
+    # Absent identity, threading and encoding fields are oversigned: adding one breaks it.
+    for name in (b"sender", b"resent-from", b"resent-sender", b"references", b"in-reply-to"):
+        assert signed.count(name) == 1, name
     assert tags[b"c"] == b"relaxed/relaxed" and b"l" not in tags
 
 
@@ -199,3 +205,36 @@ def test_key_readable_by_others_fails_relayguard_check(
         key.chmod(0o600)
     assert done.returncode == 1
     assert f"{key}: mode 0644 lets others read the private key" in done.stderr
+
+
+def test_monitor_mode_delivers_a_spoofed_from_unsigned_and_says_so(
+    signed_relay: Callable[..., SignedRelay],
+) -> None:
+    relay = signed_relay("monitor")
+    spoofed = relay.send("monitor spoof", sender="CEO <ceo@example.com>")
+    assert b"DKIM-Signature" not in spoofed
+    assert re.search(rb"X-Relayguard: [^\r]*verdict=would_reject[^\r]*; dkim=withheld", spoofed)
+    audit = (relay.config.parent / "audit.jsonl").read_text().splitlines()
+    dkim_note = [c for c in json.loads(audit[-1])["checks"] if c["name"] == "dkim"]
+    assert dkim_note[0]["reason"].startswith("not signed: would_reject (header_identities: ")
+    control = relay.send("monitor control")
+    assert by_algorithm(verify_dkimpy(control, relay.dns)) == {
+        "rsa-sha256": "pass",
+        "ed25519-sha256": "pass",
+    }
+
+
+def test_a_senders_copy_of_any_relayguard_header_is_removed(
+    signed_relay: Callable[..., SignedRelay],
+) -> None:
+    relay = signed_relay()
+    before = len(relay.stack.sink.messages)
+    message = make_message("forged verdicts", sender="scanner@example.com")
+    message["X-Relayguard-DLP"] = "profile=none; clean"
+    message["X-Relayguard-Route"] = "enforced-tls"
+    message["X-Relayguard-Future"] = "trusted"
+    with relay.stack.submission() as smtp:
+        smtp.send_message(message, to_addrs=["alice@example.com"])
+    delivered = relay.stack.sink.wait_for(before + 1)[before].data
+    assert b"X-Relayguard-" not in delivered
+    assert set(by_algorithm(verify_dkimpy(delivered, relay.dns)).values()) == {"pass"}

@@ -143,6 +143,11 @@ def test_listeners_carry_their_own_policy_and_nothing_is_chrooted(
 
     assert smtp["smtpd_sasl_auth_enable"] == "no"
     assert smtp["smtpd_relay_restrictions"] == "permit_mynetworks,reject_unauth_destination,reject"
+    # Outsiders are refused at connect time, before the milter (and its audit log) sees them.
+    assert (smtp["smtpd_client_restrictions"], smtp["smtpd_delay_reject"]) == (
+        "permit_mynetworks,reject",
+        "no",
+    )
     assert submission["smtpd_tls_security_level"] == "encrypt"
     assert submission["smtpd_sasl_auth_enable"] == "yes"
     assert (
@@ -327,12 +332,12 @@ def test_port_25_refuses_clients_outside_mynetworks(
 ) -> None:
     stack = postfix_stack(mynetworks=mynetworks)
 
-    with stack.smtp() as client, pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
-        client.send_message(make_message("legacy, unknown"), SENDER, [RCPT])
+    # Refused at connect time (smtpd_client_restrictions), before any MAIL FROM reaches a milter.
+    with pytest.raises(smtplib.SMTPConnectError) as refused:
+        stack.smtp()
 
-    code, text = refused.value.recipients[RCPT]
-    assert code == 554
-    assert b"Relay access denied" in text
+    assert refused.value.smtp_code == 554
+    assert b"Client host rejected: Access denied" in refused.value.smtp_error
     send_sentinel(stack)
     assert subjects(stack.sink) == ["sentinel"]
 

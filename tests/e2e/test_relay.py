@@ -121,6 +121,7 @@ HEADER_TRICKS = [
     b"From: scanner@example.com (ceo@example.com)\r\n",
     b"From: <@example.com:ceo@example.com>\r\n",
     b"From: Scanner\r\n <ceo@example.com>\r\n",
+    b"From: Scanner <scanner@example.com>\r\nComments: hi\r\n From: CEO <ceo@example.com>\r\n",
 ]
 
 

@@ -90,6 +90,11 @@ def test_good_message_accepted_with_trace_header(milter: MilterProcess) -> None:
         ("spoofed_from.eml", "550 5.7.1 From <admin@example.com> is not allowed for source S"),
         ("duplicate_from.eml", "550 5.7.1 duplicate From header (RFC 5322 section 3.6 allows one)"),
         ("spoofed_sender.eml", "550 5.7.1 Sender <admin@example.com> is not allowed for source S"),
+        (
+            "folded_from_in_subject.eml",
+            "550 5.7.1 Subject header refused: a folded line reads like a From field"
+            " (ambiguous: some mail clients would show it as one)",
+        ),
     ],
 )
 def test_spoofing_refused_at_end_of_data(milter: MilterProcess, eml: str, text: str) -> None:

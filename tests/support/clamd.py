@@ -76,6 +76,12 @@ class Clamd(Daemon):
                     "MaxFileSize 100M",
                     "ScanMail yes",
                     "ScanArchive yes",
+                    # As the appliance runs it (the relayguard_clamav role): what clamd cannot
+                    # look inside is a Heuristics.* FOUND, never an OK.
+                    "AlertExceedsMax yes",
+                    "AlertEncrypted yes",
+                    "AlertEncryptedArchive yes",
+                    "AlertEncryptedDoc yes",
                     "Bytecode no",
                     "",
                 ]

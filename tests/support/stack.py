@@ -199,13 +199,17 @@ def make_self_signed(directory: Path, common_name: str = RELAY_HOSTNAME) -> TlsF
     return files
 
 
-def make_client_pki(directory: Path, client_cn: str = "printer-1.devices.test") -> ClientPki:
+def make_client_pki(
+    directory: Path,
+    client_cn: str = "printer-1.devices.test",
+    ca_cn: str = "relayguard test device CA",
+) -> ClientPki:
     """Write a private device CA and a client certificate (clientAuth) issued by it."""
     ca_key = _new_key()
     ca_name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "relayguard tests"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "relayguard test device CA"),
+            x509.NameAttribute(NameOID.COMMON_NAME, ca_cn),
         ]
     )
     ca_cert = (

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from relayguard.clamd_client import ClamdClient, ScannerUnavailable, parse_reply, parse_spec
+from relayguard.clamd_client import (
+    ClamdClient,
+    Detection,
+    ScannerUnavailable,
+    ScanResult,
+    parse_reply,
+    parse_spec,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -117,6 +124,33 @@ def test_unreachable(tmp_path: Path) -> None:
 )
 def test_parse_reply(reply: str, signature: str | None) -> None:
     assert parse_reply(reply).signature == signature
+
+
+@pytest.mark.parametrize(
+    ("signature", "detection"),
+    [
+        # clamd 1.x names (strings in libclamav 1.4): AlertExceedsMax and AlertEncrypted.
+        ("Heuristics.Limits.Exceeded.MaxFileSize", Detection.LIMIT_EXCEEDED),
+        ("Heuristics.Limits.Exceeded.MaxRecursion", Detection.LIMIT_EXCEEDED),
+        ("Heuristics.Limits.Exceeded.MaxScanTime", Detection.LIMIT_EXCEEDED),
+        ("Heuristics.Encrypted.7Zip", Detection.ENCRYPTED),
+        ("Heuristics.Encrypted.RAR", Detection.ENCRYPTED),
+        ("Heuristics.Encrypted.Zip", Detection.ENCRYPTED),
+        ("Heuristics.Encrypted.PDF", Detection.ENCRYPTED),
+        ("Eicar-Test-Signature", Detection.MALWARE),
+        ("Heuristics.Phishing.Email.SpoofedDomain", Detection.MALWARE),
+        # A signature merely named like a heuristic elsewhere in its name is still malware.
+        ("Win.Trojan.Heuristics.Encrypted.Zip", Detection.MALWARE),
+    ],
+)
+def test_found_names_tell_malware_from_content_clamd_could_not_scan(
+    signature: str, detection: Detection
+) -> None:
+    assert ScanResult(signature).detection is detection
+
+
+def test_clean_result_has_no_detection() -> None:
+    assert ScanResult().detection is None
 
 
 @pytest.mark.parametrize("reply", ["", "stream: Can't allocate memory ERROR", "UNKNOWN COMMAND"])

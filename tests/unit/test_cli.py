@@ -42,6 +42,19 @@ def test_check_rejects_a_bad_file_with_located_errors(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_milter_socket_override_must_be_unix_or_loopback(
+    write_config: Callable[..., Path],
+) -> None:
+    # A TEST-NET address: were the override accepted, binding it fails here instead of listening.
+    result = run_cli("milter", "--config", write_config(), "--socket", "inet:8891@192.0.2.10")
+    assert result.returncode == 2
+    assert (
+        "argument --socket: 'inet:8891@192.0.2.10': the milter listens on a unix socket or a"
+        " loopback address only (127.0.0.0/8, ::1, localhost)"
+    ) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_sources_list(
     write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -73,6 +73,11 @@ def test_defaults_for_minimal_file(tmp_path: Path) -> None:
         ('[milter]\nsocket_mode = "0666"\n' + MINIMAL, "milter.socket_mode: must not grant"),
         ('[milter]\nsocket_mode = "rw"\n' + MINIMAL, "milter.socket_mode: 'rw' is not an octal"),
         ('[milter]\nsocket = "tcp:25"\n' + MINIMAL, "milter.socket: 'tcp:25' is not"),
+        (
+            '[milter]\nsocket = "inet:8891@0.0.0.0"\n' + MINIMAL,
+            "milter.socket: 'inet:8891@0.0.0.0': the milter listens on a unix socket or a loopback"
+            " address only",
+        ),
         ('[milter]\nsocket_group = "no-such-group-x"\n' + MINIMAL, "no such group"),
         ('[relay]\naudit_log = "audit.jsonl"\n' + MINIMAL, "relay.audit_log: must be an absolute"),
         ('[relay]\ntrace_header = "X Bad"\n' + MINIMAL, "relay.trace_header: 'X Bad' is not"),
@@ -100,6 +105,59 @@ def test_invalid_files_name_file_key_and_problem(tmp_path: Path, text: str, expe
     found = problems(path)
     assert any(expected in p for p in found), found
     assert all(p.startswith(f"{path}: ") for p in found), found
+
+
+@pytest.mark.parametrize(
+    "socket",
+    [
+        "inet:8891@0.0.0.0",
+        "inet:8891@192.0.2.10",
+        "inet:8891@relay.example.com",
+        "inet6:8891@::",
+        "inet6:8891@2001:db8::1",
+        "inet6:8891@[::]",
+    ],
+)
+def test_milter_socket_reachable_by_others_is_refused(tmp_path: Path, socket: str) -> None:
+    """Whoever reaches the milter sends its own {auth_authen}: a DKIM signing oracle."""
+    path = tmp_path / "c.toml"
+    path.write_text(f'[milter]\nsocket = "{socket}"\n' + MINIMAL)
+    assert problems(path) == [
+        f"{path}: milter.socket: {socket!r}: the milter listens on a unix socket or a loopback"
+        " address only (127.0.0.0/8, ::1, localhost)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "socket",
+    [
+        "unix:/var/spool/postfix/relayguard/milter.sock",
+        "local:/run/relayguard.sock",
+        "inet:8891@127.0.0.1",
+        "inet:8891@127.10.0.5",
+        "inet:8891@localhost",
+        "inet6:8891@::1",
+        "inet6:8891@[::1]",
+    ],
+)
+def test_milter_socket_on_unix_or_loopback_is_accepted(tmp_path: Path, socket: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[milter]\nsocket = "{socket}"\n' + MINIMAL)
+    assert load_config(path).milter.socket == socket
+
+
+@pytest.mark.parametrize(("address", "accepted"), [("localhost", True), ("192.0.2.1", False)])
+def test_metrics_address_follows_the_same_loopback_rule(
+    tmp_path: Path, address: str, accepted: bool
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[metrics]\naddress = "{address}"\n' + MINIMAL)
+    if accepted:
+        assert load_config(path).metrics.address == address
+    else:
+        assert problems(path) == [
+            f"{path}: metrics.address: {address!r}: metrics are served on a loopback address only"
+        ]
 
 
 def test_identifiers_claimed_twice_are_errors(tmp_path: Path) -> None:

@@ -134,6 +134,52 @@ def test_clamav_unavailable_is_the_failure_action_never_clean(
         assert str(verdict.smtp_reply) == "451 4.7.0 virus scanner unavailable, try again later"
 
 
+@pytest.mark.parametrize(
+    ("signature", "reason"),
+    [
+        (
+            "Heuristics.Encrypted.7Zip",
+            "content not fully scanned: clamd found encrypted content (Heuristics.Encrypted.7Zip)",
+        ),
+        (
+            "Heuristics.Limits.Exceeded.MaxFileSize",
+            "content not fully scanned: clamd limit exceeded"
+            " (Heuristics.Limits.Exceeded.MaxFileSize)",
+        ),
+    ],
+)
+def test_clamav_heuristic_is_held_by_default_never_clean_nor_a_virus(
+    config: Config, signature: str, reason: str
+) -> None:
+    verdict = clamav.make_check(ClamavSettings("unix:/x"), lambda data: ScanResult(signature))(
+        subject(config, message())
+    )
+    assert (verdict.action, verdict.reason, verdict.error) == (Action.QUARANTINE, reason, False)
+    assert verdict.smtp_reply is None  # held in Postfix's queue, not refused
+
+
+@pytest.mark.parametrize(
+    ("signature", "action", "reply"),
+    [
+        ("Heuristics.Encrypted.RAR", Action.REJECT, "550 5.7.1 content not fully scanned"),
+        ("Heuristics.Limits.Exceeded.MaxRecursion", Action.TEMPFAIL, "451 4.7.0 content not"),
+    ],
+)
+def test_clamav_heuristics_follow_the_content_actions(
+    tmp_path: Path, signature: str, action: Action, reply: str
+) -> None:
+    path = tmp_path / "relayguard.toml"
+    path.write_text(
+        CONFIG + '\n[content]\nlimit_action = "tempfail"\nencrypted_action = "reject"\n'
+    )
+    config = load_config(path)
+    verdict = clamav.make_check(ClamavSettings("unix:/x"), lambda data: ScanResult(signature))(
+        subject(config, message())
+    )
+    assert verdict.action is action
+    assert str(verdict.smtp_reply).startswith(reply)
+
+
 def test_clamav_clean(config: Config) -> None:
     verdict = clamav.make_check(ClamavSettings("unix:/x"), lambda data: ScanResult())(
         subject(config, message())

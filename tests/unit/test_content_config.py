@@ -169,7 +169,7 @@ zone = "not a zone"
     )
     assert "dlp_detectors[0].name: 'Bad Name' must be 1-64 of a-z 0-9 _ (letter first)" in found
     assert any(
-        p.startswith("dlp_detectors[1].name: detector 'broken': invalid regular") for p in found
+        p.startswith("dlp_detectors[1].pattern: detector 'broken': invalid regular") for p in found
     )
     assert "dlp_profiles[0].detectors.card_number: expected a count of at least 1" in found
     assert "dlp_profiles[0].detectors.unknown: no such detector" in found
@@ -194,3 +194,28 @@ def test_reload_with_a_broken_rule_keeps_the_running_rules(tmp_path: Path) -> No
     assert holder.reload() is True
     yara = holder.current.config.content.yara
     assert yara is not None and [r.name for r in yara.compiled.info] == ["local:second"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        (r"(\\d)\\1", "invalid escape sequence: \\1"),  # a backreference
+        (r"(?<!\\w)ACC\\d+", "invalid perl operator: (?<"),  # a lookbehind
+        (r"ACC\\d+(?=X)", "invalid perl operator: (?="),  # a lookahead
+    ],
+)
+def test_custom_pattern_the_linear_engine_cannot_run_is_a_located_error(
+    tmp_path: Path, pattern: str, reason: str
+) -> None:
+    path = write(
+        tmp_path,
+        f'[[dlp_detectors]]\nname = "fine"\nkeywords = ["x"]\n\n'
+        f'[[dlp_detectors]]\nname = "account"\npattern = "{pattern}"\n',
+    )
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert len(error.value.problems) == 1, error.value.problems
+    problem = error.value.problems[0]
+    assert problem.startswith(f"{path}: dlp_detectors[1].pattern: detector 'account': ")
+    assert "not supported by the linear-time (RE2) engine" in problem
+    assert reason in problem

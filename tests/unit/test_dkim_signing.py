@@ -17,7 +17,7 @@ from relayguard.checks import Subject
 from relayguard.config import Config, load_config
 from relayguard.message import Client, Envelope, message_from_bytes
 from relayguard.rfc5322 import split_header_block
-from relayguard.verdict import Action, Decision, Mode
+from relayguard.verdict import Action, Decision, Mode, Verdict
 
 pytestmark = pytest.mark.unit
 
@@ -71,6 +71,10 @@ def dnsfunc(keys: tuple[dkim_keys.SigningKey, ...]) -> Callable[..., bytes | Non
         for k in keys
     }
     return lambda name, timeout=5: records.get(name)
+
+
+# What Transaction carries from MAIL FROM into end of data for an identified, allowed sender.
+MAIL_STAGE_ACCEPTED = (Verdict("source", Action.ACCEPT), Verdict("envelope_sender", Action.ACCEPT))
 
 
 def subject_for(config: Config, raw: bytes = MESSAGE) -> Subject:
@@ -264,7 +268,7 @@ def test_pipeline_turns_a_signing_error_into_tempfail(config: Callable[..., Conf
     assert pipeline.transforms[-1].name == "dkim"  # signing is the last transform
     subject = subject_for(cfg)
     assert subject.message is not None
-    decision = pipeline.at_end(cfg.sources[0], subject.message)
+    decision = pipeline.at_end(cfg.sources[0], subject.message, MAIL_STAGE_ACCEPTED)
     assert decision.action is Action.TEMPFAIL
     assert decision.reply is not None and decision.reply.code == "451"
     assert decision.headers == ()

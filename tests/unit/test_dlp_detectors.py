@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from tests.support import dlp_corpus
@@ -106,6 +109,8 @@ def test_keyword_dictionary_counts_occurrences_near_context() -> None:
         ({}, "exactly one of"),
         ({"pattern": "x", "keywords": ["y"]}, "exactly one of"),
         ({"pattern": r"\d+", "validator": "crc"}, "unknown validator"),
+        ({"pattern": r"(\d)\1"}, r"not supported by the linear-time \(RE2\) engine"),
+        ({"pattern": r"(?<!\w)\d+"}, r"not supported by the linear-time \(RE2\) engine"),
     ],
 )
 def test_custom_detector_errors(kwargs: dict[str, object], error: str) -> None:
@@ -132,3 +137,50 @@ def test_corpus_precision_and_recall() -> None:
     for name, score in scores.items():
         assert score.true_positives > 20, name
         assert (score.false_positives, score.false_negatives) == (0, 0), name
+
+
+def run_isolated(code: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a child Python: a regression to a backtracking engine fails on the timeout
+    (Python's re holds the GIL and cannot be interrupted) instead of hanging the suite."""
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the detector did not finish within 20 s: catastrophic backtracking")
+
+
+def test_custom_pattern_with_nested_quantifiers_finishes_on_hostile_input() -> None:
+    """`(\\d+\\s?)+` against 40 digits and no `X` needs 2^40 steps on a backtracking engine."""
+    result = run_isolated(
+        r"""
+        from relayguard.dlp.detectors import custom_detector
+
+        detector = custom_detector("account", pattern=r"ACC(\d+\s?)+X")
+        hostile = "ACC" + "1" * 40 + "!"
+        print(len(list(detector.find(hostile * 1000))))
+        print([m.value for m in detector.find("ACC12 34X")])
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["0", "['acc12 34x']"]
+
+
+def test_builtin_detectors_stay_linear_on_hostile_input() -> None:
+    """About 1.4 MB of the shapes each built-in pattern backtracks on most (digit runs, card and
+    IBAN group runs, near-DNI letters) is scanned in well under the timeout (~0.2 s here)."""
+    result = run_isolated(
+        """
+        from relayguard.dlp.detectors import BUILTIN, scan_text
+
+        shapes = ["1" * 200_000, "4111 " * 40_000, "4111-" * 40_000, "DE89 " + "ABCD " * 40_000,
+                  "DE89" + "A1" * 100_000, "X-1234567-" * 20_000, "123-45-" * 30_000]
+        print(sum(len(scan_text(text, list(BUILTIN.values()))) for text in shapes))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"

@@ -115,6 +115,7 @@ def test_positive_controls_pass(config: Config, data: Path, eml: str) -> None:
         ("malformed_field_name.eml", "malformed header field name 'From '"),
         ("spoofed_sender.eml", "Sender <admin@example.com> is not allowed for source scanner-hq"),
         ("spoofed_resent_from.eml", "Resent-From <admin@example.com> is not allowed"),
+        ("folded_from_in_subject.eml", "Subject header refused: a folded line reads like a From"),
     ],
 )
 def test_spoofing_refused_at_end_of_data(config: Config, data: Path, eml: str, reason: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,67 @@ def test_suite_failure_says_what_differs(
     assert "detector card_number: expected 2, got 3" in out
     assert "FAIL missing.eml" in out
     assert out.splitlines()[-1] == "0 passed, 3 failed"
+
+
+ACCOUNT_CONFIG = """
+[[sources]]
+name = "billing"
+sasl_users = ["billing"]
+senders = ["@example.com"]
+dlp_profile = "accounts"
+
+[[dlp_detectors]]
+name = "account"
+pattern = '{pattern}'
+
+[[dlp_profiles]]
+name = "accounts"
+detectors = {{ account = 1 }}
+action = "reject"
+"""
+
+
+def test_rules_check_and_test_run_custom_patterns_on_re2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A nested-quantifier pattern and a hostile text: the workbench answers at once (in a child
+    process, so that a backtracking regression fails on the timeout instead of hanging)."""
+    config = tmp_path / "relayguard.toml"
+    config.write_text(ACCOUNT_CONFIG.format(pattern=r"ACC(\d+\s?)+X"))
+    sample = tmp_path / "accounts.eml"
+    hostile = "ACC" + "1" * 40 + "!"
+    sample.write_text(
+        "From: billing@example.com\nTo: a@example.org\nSubject: accounts\n\n"
+        f"{hostile}\nnew account ACC12 34X\n"
+    )
+    assert main(["rules", "check", "--config", str(config)]) == 0
+    assert "  detector account: custom pattern" in capsys.readouterr().out
+    args = ["rules", "test", "--config", config, "--source", "billing", sample, "--show-matches"]
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "relayguard.cli", *map(str, args), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("rules test did not finish within 20 s: catastrophic backtracking")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)[0]
+    assert result["action"] == "reject"
+    assert result["dlp_counts"] == {"account": 1}
+    assert [m["value"] for m in result["matches"]] == ["acc12 34x"]
+
+
+def test_rules_check_names_a_pattern_re2_cannot_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "relayguard.toml"
+    config.write_text(ACCOUNT_CONFIG.format(pattern=r"(?<![\w])ACC\d+"))
+    assert main(["rules", "check", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"{config}: dlp_detectors[0].pattern: detector 'account': not supported by the"
+        " linear-time (RE2) engine: invalid perl operator: (?<!"
+    ) in err

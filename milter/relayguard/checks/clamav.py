@@ -3,6 +3,11 @@
 clamd parses MIME, base64, archives and nested messages itself, so one stream covers every part.
 `FOUND` refuses the message naming the signature; clamd unreachable, a timeout, a size limit or an
 ERROR answer is the configured failure action (tempfail by default): never "clean".
+
+clamd runs with AlertExceedsMax and AlertEncrypted, so content it could not look inside (a
+password-protected 7z/RAR/zip/PDF, an archive past MaxFileSize/MaxRecursion...) is a FOUND too.
+That is not malware but unscanned content: it gets the same [content] limit_action /
+encrypted_action as the milter's own MIME walk (quarantine by default), which opens only zip.
 """
 
 from __future__ import annotations
@@ -11,9 +16,9 @@ import logging
 from collections.abc import Callable
 
 from relayguard.checks import Check, CheckFunction, Stage, Subject
-from relayguard.clamd_client import ClamdClient, ScannerUnavailable, ScanResult
+from relayguard.clamd_client import ClamdClient, Detection, ScannerUnavailable, ScanResult
 from relayguard.config import Config
-from relayguard.content_settings import ClamavSettings
+from relayguard.content_settings import ClamavSettings, ContentSettings
 from relayguard.mime import raw_message
 from relayguard.verdict import TEMPORARY_FAILURE, Action, Reply, Verdict
 
@@ -37,10 +42,28 @@ def make_check(settings: ClamavSettings, scan: Scanner) -> CheckFunction:
                 reply = Reply(*TEMPORARY_FAILURE, "virus scanner unavailable, try again later")
             return Verdict(NAME, settings.failure_action, reason, reply=reply, error=True)
         if result.signature is not None:
-            return Verdict(NAME, Action.REJECT, f"virus found: {result.signature}")
+            return found(result, subject.config.content)
         return Verdict(NAME, Action.ACCEPT, "clean")
 
     return check_clamav
+
+
+def found(result: ScanResult, content: ContentSettings) -> Verdict:
+    """A virus is refused; what clamd could not scan gets the [content] action, as the walk's."""
+    signature = result.signature
+    if result.detection is Detection.LIMIT_EXCEEDED:
+        return Verdict(
+            NAME,
+            content.limit_action,
+            f"content not fully scanned: clamd limit exceeded ({signature})",
+        )
+    if result.detection is Detection.ENCRYPTED:
+        return Verdict(
+            NAME,
+            content.encrypted_action,
+            f"content not fully scanned: clamd found encrypted content ({signature})",
+        )
+    return Verdict(NAME, Action.REJECT, f"virus found: {signature}")
 
 
 def checks(config: Config) -> tuple[Check, ...]:

@@ -9,6 +9,8 @@ displays.
 
 from __future__ import annotations
 
+import re
+
 from relayguard.checks import Check, Stage, Subject
 from relayguard.config import Config
 from relayguard.rfc5322 import (
@@ -27,6 +29,14 @@ HEADERS = "header_identities"
 SINGLE_FIELDS = ("From", "Sender")
 RESENT_FIELDS = ("Resent-From", "Resent-Sender")
 IDENTITY_FIELDS = {name.lower(): name for name in SINGLE_FIELDS + RESENT_FIELDS}
+# A continuation line that reads like one of these fields: to the MTA and to us it is part of the
+# field above (RFC 5322 §2.2.3), but a lenient client may show it as a field of its own (a bare CR
+# too: some clients break lines there). Reply-To is included although sources may set it freely:
+# a hidden one is still two readings of one header.
+_FOLDED_FIELD = re.compile(
+    rb"[\r\n][ \t]*(resent-from|resent-sender|from|sender|reply-to)[ \t]*:", re.IGNORECASE
+)
+_FOLDED_NAMES = {name.lower(): name for name in (*IDENTITY_FIELDS.values(), "Reply-To")}
 
 
 def _refuse(check: str, reason: str) -> Verdict:
@@ -42,11 +52,11 @@ def _authorize(check: str, subject: Subject, label: str, mailbox: Mailbox) -> Ve
         return _refuse(
             check, f"{label} <{mailbox.address}> is not allowed for source {source.name}"
         )
-    domain = mailbox.normalized.rpartition("@")[2]
-    if domain in subject.config.relay.internal_domains:
+    internal = subject.config.relay.internal_domain_of(mailbox.normalized.rpartition("@")[2])
+    if internal is not None:
         return _refuse(
             check,
-            f"{label} <{mailbox.address}> uses internal domain {domain}"
+            f"{label} <{mailbox.address}> uses internal domain {internal}"
             " but the client is not a registered source",
         )
     return None
@@ -75,6 +85,14 @@ def check_header_identities(subject: Subject) -> Verdict:
         if not is_valid_field_name(name):
             shown = name.encode("ascii", "backslashreplace").decode()[:40]
             return _refuse(HEADERS, f"malformed header field name {shown!r} (RFC 5322 section 2.2)")
+        hidden = _FOLDED_FIELD.search(value)
+        if hidden is not None:
+            field = _FOLDED_NAMES[hidden.group(1).decode("ascii").lower()]
+            return _refuse(
+                HEADERS,
+                f"{name[:64]} header refused: a folded line reads like a {field} field"
+                " (ambiguous: some mail clients would show it as one)",
+            )
         canonical = IDENTITY_FIELDS.get(name.lower())
         if canonical is not None:
             fields.setdefault(canonical, []).append(value)

@@ -1,8 +1,14 @@
-"""Source identification: which registered device or application is sending.
+"""Source identification: which registered device or application is sending, and through which door.
 
 Order: SASL login, then a client certificate Postfix verified, then the client address. A client
-that authenticated as an unknown user is NOT matched by address: a login that is not registered is a
-misconfiguration or an attack, never a reason to fall back to a weaker identity.
+that authenticated as an unknown user, or presented a verified certificate that names no source
+(or comes from an issuer its source does not accept), is NOT matched by address: an identity that
+is not registered is a misconfiguration or an attack, never a reason to fall back to a weaker one.
+On the submission listeners Postfix lets any certificate its client CA file trusts relay
+(permit_tls_all_clientcerts), so the milter's refusal is what keeps such a certificate out.
+
+A source is also bound to Postfix listeners ({daemon_name}): by default, a source identified by its
+address only on the port-25 listener, the one legacy devices use; by login or certificate, any.
 """
 
 from __future__ import annotations
@@ -16,12 +22,16 @@ from relayguard.rfc5322 import ascii_lower
 from relayguard.verdict import Action, Verdict
 
 NAME = "source"
+# The port-25 listener of postfix/master.cf.j2: the only one a device identified by address needs.
+NETWORK_LISTENERS = ("smtp",)
 
 
 @dataclass(frozen=True, slots=True)
 class Identification:
     source: Source | None
     reason: str
+    # The source is known but may not send this way (wrong listener): refused, still audited as it.
+    refused: bool = False
 
 
 def identify(config: Config, client: Client) -> Identification:
@@ -31,18 +41,52 @@ def identify(config: Config, client: Client) -> Identification:
             return Identification(
                 None, f"SASL user {client.sasl_user!r} is not registered to any source"
             )
-        return Identification(source, f"SASL user {client.sasl_user!r}")
+        return _on_listener(source, f"SASL user {client.sasl_user!r}", client, source.listeners)
     if client.cert_subject:
-        source = config.by_cert_subject.get(client.cert_subject)
-        if source is not None:
-            return Identification(source, f"client certificate {client.cert_subject!r}")
+        return _by_certificate(config, client)
     source = _by_address(config, client.address)
     if source is not None:
-        return Identification(source, f"client address {client.address}")
+        allowed = source.listeners or NETWORK_LISTENERS
+        return _on_listener(source, f"client address {client.address}", client, allowed)
     what = f"client {client.address or 'unknown'}"
-    if client.cert_subject:
-        what += f" with certificate {client.cert_subject!r}"
     return Identification(None, f"{what} is not a registered source (not authenticated)")
+
+
+def _by_certificate(config: Config, client: Client) -> Identification:
+    """Postfix sets {cert_subject} and {cert_issuer} (both CNs) only for a certificate that its
+    client CA file verified; the issuer pin matters when that file trusts more than one CA."""
+    subject = client.cert_subject
+    source = config.by_cert_subject.get(subject)
+    if source is None:
+        return Identification(
+            None,
+            f"client certificate {subject!r} is not registered to any source"
+            " (no fall-back to the client address)",
+        )
+    if source.client_cert_issuers and client.cert_issuer not in source.client_cert_issuers:
+        accepted = ", ".join(map(repr, source.client_cert_issuers))
+        return Identification(
+            None,
+            f"client certificate {subject!r} issued by {client.cert_issuer!r}:"
+            f" source {source.name} accepts only certificates issued by {accepted}",
+        )
+    return _on_listener(source, f"client certificate {subject!r}", client, source.listeners)
+
+
+def _on_listener(
+    source: Source, how: str, client: Client, allowed: tuple[str, ...]
+) -> Identification:
+    """`allowed` empty: any listener. Otherwise the listener Postfix named must be one of them;
+    a missing {daemon_name} (Postfix not passing the macro) is refused, never guessed."""
+    if not allowed or client.daemon_name in allowed:
+        return Identification(source, how)
+    doors = f"listener{'s' if len(allowed) > 1 else ''} {', '.join(allowed)}"
+    if client.daemon_name:
+        where = f"not {client.daemon_name!r}"
+    else:
+        where = "but Postfix passed no {daemon_name} (milter_connect_macros)"
+    reason = f"source {source.name} ({how}) may send only through {doors}, {where}"
+    return Identification(source, reason, refused=True)
 
 
 def _by_address(config: Config, address: str) -> Source | None:
@@ -58,6 +102,6 @@ def _by_address(config: Config, address: str) -> Source | None:
 
 
 def verdict(identification: Identification) -> Verdict:
-    if identification.source is None:
+    if identification.source is None or identification.refused:
         return Verdict(NAME, Action.REJECT, identification.reason)
     return Verdict(NAME, Action.ACCEPT, f"{identification.source.name} by {identification.reason}")

@@ -9,6 +9,7 @@ from enum import StrEnum
 from relayguard.dlp.detectors import Detector, Match, scan_text
 from relayguard.dlp.extract import ExtractionError, extract_text
 from relayguard.mime import Part
+from relayguard.safe_text import printable
 
 
 class ProfileAction(StrEnum):
@@ -64,7 +65,7 @@ def scan_parts(parts: Iterable[Part], detectors: Sequence[Detector]) -> DlpScan:
         try:
             text = extract_text(part)
         except ExtractionError as exc:
-            scan.unreadable.append(f"{part.path}: {exc}")
+            scan.unreadable.append(f"{part.path}: {printable(str(exc))}")  # it may name a member
             continue
         if text is None:
             continue

@@ -1,4 +1,5 @@
-"""The trace header: which source sent the message and what relayguard decided."""
+"""The trace header: which source sent the message, what relayguard decided, and whether the
+message was left unsigned because it did not pass policy."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import replace
 
 from relayguard.checks import Subject
 from relayguard.config import Config
-from relayguard.transforms import Transform
+from relayguard.transforms import Transform, authority_withheld
 from relayguard.verdict import Decision
 
 NAME = "trace_header"
@@ -22,6 +23,8 @@ def add_trace_header(subject: Subject, decision: Decision) -> Decision:
     deciding = decision.deciding
     if deciding is not None:
         value += f"; check={deciding.check}"
+    if subject.config.dkim.domains and authority_withheld(decision) is not None:
+        value += "; dkim=withheld"  # policy did not pass: delivered unsigned, whatever the mode
     return replace(decision, headers=(*decision.headers, (name, value)))
 
 

@@ -1,0 +1,68 @@
+"""The milter role's logrotate file (issue 12 item 2): valid for logrotate, idempotent, and a real
+rotation of the audit log while the milter writes loses no line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from relayguard.audit import AuditLog
+
+pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = ROOT / ".venv" / "bin" / "ansible-playbook"
+
+
+def render(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    extra = {
+        "relayguard_milter__logrotate_dir": str(tmp_path),
+        "relayguard_milter__audit_log": str(tmp_path / "audit.jsonl"),
+        "__relayguard_milter_service_log": str(tmp_path / "relayguard-milter.log"),
+        "relayguard_milter__user": "root",
+        "relayguard_milter__group": "root",
+    }
+    (tmp_path / "vars.json").write_text(json.dumps(extra))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg"),
+           "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
+    return subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(ROOT / "tests/deploy/render_logrotate.yml"),
+         "-e", f"@{tmp_path / 'vars.json'}"],
+        cwd=ROOT / "ansible", env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+
+
+def test_rendered_logrotate_file_is_valid_idempotent_and_loses_no_line(tmp_path: Path) -> None:
+    first = render(tmp_path)
+    assert first.returncode == 0, first.stdout[-3000:]
+    conf = tmp_path / "relayguard"
+    text = conf.read_text()
+    assert f"{tmp_path}/audit.jsonl {{" in text and "copytruncate" in text
+    check = subprocess.run(
+        ["logrotate", "-d", str(conf)], capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stderr
+    assert "error" not in check.stderr.lower(), check.stderr
+    second = render(tmp_path)
+    assert second.returncode == 0 and "changed=0" in second.stdout, second.stdout[-3000:]
+
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    for n in range(100):
+        audit.write({"n": n})
+    rotate = subprocess.run(
+        ["logrotate", "-f", "-s", str(tmp_path / "state"), str(conf)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert rotate.returncode == 0, rotate.stderr
+    for n in range(100, 150):
+        audit.write({"n": n})
+    rotated = (tmp_path / "audit.jsonl.1").read_text().splitlines()
+    current = (tmp_path / "audit.jsonl").read_text().splitlines()
+    assert [json.loads(line)["n"] for line in rotated + current] == list(range(150))
+    assert len(current) == 50  # the milter reopened the new file logrotate created
