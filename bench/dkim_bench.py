@@ -21,7 +21,9 @@ from pathlib import Path
 
 import dkim
 
-from relayguard import dkim_keys, dkim_openssl, signing
+from relayguard.dkim import keys as dkim_keys
+from relayguard.dkim import openssl as dkim_openssl
+from relayguard.transforms import signing
 
 VARIANTS = ("rsa-2048 pure Python", "rsa-2048 OpenSSL", "ed25519")
 

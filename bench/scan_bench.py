@@ -29,9 +29,9 @@ from tests.support.documents import docx, pdf  # noqa: E402
 
 from relayguard.checks import Subject, clamav, dlp, mime_limits  # noqa: E402
 from relayguard.checks import yara as yara_check  # noqa: E402
-from relayguard.clamd_client import ClamdClient  # noqa: E402
 from relayguard.config import Config, load_config  # noqa: E402
-from relayguard.message import Client, Envelope, Message, message_from_bytes  # noqa: E402
+from relayguard.core.message import Client, Envelope, Message, message_from_bytes  # noqa: E402
+from relayguard.scanners.clamd import ClamdClient  # noqa: E402
 
 CONFIG = """
 [[sources]]

@@ -44,7 +44,7 @@ from bench.run import (  # noqa: E402
     relayguard_config,
     start_postfix,
 )
-from relayguard.dkim_keys import load_keys, record_name, record_text  # noqa: E402
+from relayguard.dkim.keys import load_keys, record_name, record_text  # noqa: E402
 
 MESSAGE_ID = re.compile(rb"^Message-I[Dd]:\s*(\S+)", re.MULTILINE)
 

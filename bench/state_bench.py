@@ -29,7 +29,7 @@ from relayguard.checks import Subject  # noqa: E402
 from relayguard.checks.killswitch import KillSwitch  # noqa: E402
 from relayguard.checks.ratelimit import RateLimit  # noqa: E402
 from relayguard.config import Config, load_config  # noqa: E402
-from relayguard.message import Client, Envelope, Message  # noqa: E402
+from relayguard.core.message import Client, Envelope, Message  # noqa: E402
 from relayguard.state import StateStore  # noqa: E402
 from relayguard.state.redis import RedisStore  # noqa: E402
 from relayguard.state.sqlite import SqliteStore  # noqa: E402

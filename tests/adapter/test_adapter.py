@@ -9,11 +9,11 @@ import Milter
 import pytest
 from Milter import testctx
 
-from relayguard.adapter import RelayguardMilter, milter_text
 from relayguard.config import load_config
-from relayguard.rfc5322 import split_header_block
-from relayguard.runtime import Runtime, RuntimeHolder
-from relayguard.verdict import Reply
+from relayguard.core.verdict import Reply
+from relayguard.daemon.adapter import RelayguardMilter, milter_text
+from relayguard.engine.runtime import Runtime, RuntimeHolder
+from relayguard.parsing.rfc5322 import split_header_block
 from tests.conftest import BASE_CONFIG
 
 pytestmark = pytest.mark.adapter

@@ -10,10 +10,10 @@ from pathlib import Path
 import Milter
 import pytest
 
-from relayguard.adapter import RelayguardMilter
 from relayguard.config import load_config
-from relayguard.runtime import Runtime, RuntimeHolder
-from relayguard.safe_text import UNSAFE
+from relayguard.core.safe_text import UNSAFE
+from relayguard.daemon.adapter import RelayguardMilter
+from relayguard.engine.runtime import Runtime, RuntimeHolder
 from tests.adapter.test_adapter import Gauge, Recorder, send
 from tests.conftest import BASE_CONFIG
 from tests.support.documents import zip_bytes

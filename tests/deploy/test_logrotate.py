@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from relayguard.audit import AuditLog
+from relayguard.engine.audit import AuditLog
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
 

@@ -17,10 +17,10 @@ import pytest
 from pypdf import PdfWriter
 
 from relayguard.checks import Subject, clamav
-from relayguard.clamd_client import ClamdClient
 from relayguard.config import Config, load_config
-from relayguard.message import Client, Envelope, message_from_bytes
-from relayguard.verdict import Action, Verdict
+from relayguard.core.message import Client, Envelope, message_from_bytes
+from relayguard.core.verdict import Action, Verdict
+from relayguard.scanners.clamd import ClamdClient
 from tests.support.archives import seven_zip, seven_zip_of_zeros
 from tests.support.clamd import EICAR, Clamd
 from tests.support.stack import make_dir

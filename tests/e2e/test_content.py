@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from relayguard.safe_text import UNSAFE, printable
+from relayguard.core.safe_text import UNSAFE, printable
 from tests.support.archives import seven_zip, seven_zip_of_zeros
 from tests.support.clamd import EICAR, Clamd
 from tests.support.dns_server import DnsServer

@@ -14,7 +14,7 @@ from pathlib import Path
 import dkim.util
 import pytest
 
-from relayguard import dkim_keys
+from relayguard.dkim import keys as dkim_keys
 from tests.e2e.conftest import DEVICE_USER, StackFactory
 from tests.support.dkim_verifiers import (
     Result,

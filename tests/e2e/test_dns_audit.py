@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from relayguard import cli, dkim_keys
+from relayguard import cli
+from relayguard.dkim import keys as dkim_keys
 from tests.support.dns_server import DnsServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

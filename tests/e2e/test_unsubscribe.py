@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from relayguard.state.sqlite import SqliteStore
-from relayguard.unsubscribe import Target, read_token
+from relayguard.transforms.unsubscribe import Target, read_token
 from tests.e2e.conftest import DEVICE_USER, StackFactory
 from tests.support.milter_process import MilterProcess
 from tests.support.stack import RelayStack, free_port, make_dir, make_message

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from relayguard.safe_text import UNSAFE
+from relayguard.core.safe_text import UNSAFE
 from tests.conftest import DATA
 from tests.support.documents import zip_bytes
 from tests.support.milter_client import MilterClient, Result

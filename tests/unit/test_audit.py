@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from relayguard.audit import AuditLog
 from relayguard.config import load_config
-from relayguard.message import Client, message_from_bytes
-from relayguard.runtime import Runtime
-from relayguard.transaction import Transaction
-from relayguard.verdict import Action
+from relayguard.core.message import Client, message_from_bytes
+from relayguard.core.verdict import Action
+from relayguard.engine.audit import AuditLog
+from relayguard.engine.runtime import Runtime
+from relayguard.engine.transaction import Transaction
 
 pytestmark = pytest.mark.unit
 

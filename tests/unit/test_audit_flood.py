@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from relayguard.audit import ADDRESS_LIMIT, HEADER_LIMIT, REASON_LIMIT, AuditLog, clip
-from relayguard.auditread import read_audit
+from relayguard.cli.inventory import collect
+from relayguard.cli.report import build
 from relayguard.config import load_config
-from relayguard.inventory import collect
-from relayguard.message import Client, message_from_bytes
-from relayguard.report import build
-from relayguard.runtime import Runtime
-from relayguard.transaction import Transaction
-from relayguard.verdict import Action
+from relayguard.core.message import Client, message_from_bytes
+from relayguard.core.verdict import Action
+from relayguard.engine.audit import ADDRESS_LIMIT, HEADER_LIMIT, REASON_LIMIT, AuditLog, clip
+from relayguard.engine.audit_reader import read_audit
+from relayguard.engine.runtime import Runtime
+from relayguard.engine.transaction import Transaction
 
 pytestmark = pytest.mark.unit
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from tests.unit.test_rfc5322 import NEGATIVE
 
-from relayguard import dkim_keys
 from relayguard.config import Config, load_config
-from relayguard.message import Client, message_from_bytes
-from relayguard.runtime import Runtime
-from relayguard.transaction import Transaction
-from relayguard.verdict import Action, Decision
+from relayguard.core.message import Client, message_from_bytes
+from relayguard.core.verdict import Action, Decision
+from relayguard.dkim import keys as dkim_keys
+from relayguard.engine.runtime import Runtime
+from relayguard.engine.transaction import Transaction
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from relayguard.clamd_client import (
+from relayguard.scanners.clamd import (
     ClamdClient,
     Detection,
     ScannerUnavailable,

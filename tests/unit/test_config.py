@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from relayguard.config import load_config
-from relayguard.errors import ConfigError
-from relayguard.verdict import Action, Mode
+from relayguard.core.errors import ConfigError
+from relayguard.core.verdict import Action, Mode
 
 pytestmark = pytest.mark.unit
 

@@ -11,12 +11,12 @@ from tests.support.documents import docx, nested_zip, pdf, zip_bytes
 
 from relayguard.checks import Stage, Subject, clamav, dlp, mime_limits, urls
 from relayguard.checks import yara as yara_check
-from relayguard.clamd_client import ScannerUnavailable, ScanResult
 from relayguard.config import Config, load_config
-from relayguard.content_settings import ClamavSettings
-from relayguard.message import Client, Envelope, message_from_bytes
-from relayguard.pipeline import Pipeline
-from relayguard.verdict import Action
+from relayguard.config.content import ClamavSettings
+from relayguard.core.message import Client, Envelope, message_from_bytes
+from relayguard.core.verdict import Action
+from relayguard.engine.pipeline import Pipeline
+from relayguard.scanners.clamd import ScannerUnavailable, ScanResult
 
 pytestmark = pytest.mark.unit
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from relayguard.audit import AuditLog
 from relayguard.config import load_config
-from relayguard.errors import ConfigError
-from relayguard.runtime import Runtime, RuntimeHolder
-from relayguard.verdict import Action
+from relayguard.core.errors import ConfigError
+from relayguard.core.verdict import Action
+from relayguard.engine.audit import AuditLog
+from relayguard.engine.runtime import Runtime, RuntimeHolder
 
 pytestmark = pytest.mark.unit
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from relayguard import cli, dkim_keys
+from relayguard import cli
 from relayguard.config import load_config
-from relayguard.errors import ConfigError
+from relayguard.core.errors import ConfigError
+from relayguard.dkim import keys as dkim_keys
 
 pytestmark = pytest.mark.unit
 

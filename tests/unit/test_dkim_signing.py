@@ -12,12 +12,14 @@ import dkim
 import dkim.crypto
 import pytest
 
-from relayguard import dkim_keys, dkim_openssl, signing
 from relayguard.checks import Subject
 from relayguard.config import Config, load_config
-from relayguard.message import Client, Envelope, message_from_bytes
-from relayguard.rfc5322 import split_header_block
-from relayguard.verdict import Action, Decision, Mode, Verdict
+from relayguard.core.message import Client, Envelope, message_from_bytes
+from relayguard.core.verdict import Action, Decision, Mode, Verdict
+from relayguard.dkim import keys as dkim_keys
+from relayguard.dkim import openssl as dkim_openssl
+from relayguard.parsing.rfc5322 import split_header_block
+from relayguard.transforms import signing
 
 pytestmark = pytest.mark.unit
 
@@ -259,7 +261,7 @@ def test_signing_error_raises_so_the_pipeline_tempfails(config: Callable[..., Co
 
 
 def test_pipeline_turns_a_signing_error_into_tempfail(config: Callable[..., Config]) -> None:
-    from relayguard.pipeline import Pipeline
+    from relayguard.engine.pipeline import Pipeline
 
     cfg = config()
     broken = {"example.com": (replace(cfg.dkim.keys["example.com"][0], private=b"not a key"),)}

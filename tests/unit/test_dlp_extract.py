@@ -7,7 +7,7 @@ from tests.support.documents import CONTENT_TYPES, docx, pdf, pptx, xlsx, zip_by
 
 from relayguard.dlp.detectors import BUILTIN, scan_text
 from relayguard.dlp.extract import ExtractionError, extract_text, html_content, ooxml_text
-from relayguard.mime import Part
+from relayguard.parsing.mime import Part
 
 pytestmark = pytest.mark.unit
 

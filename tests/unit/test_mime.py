@@ -10,9 +10,9 @@ from email.message import EmailMessage
 import pytest
 from tests.support.documents import nested_zip, zip_bytes
 
-from relayguard import mime
-from relayguard.message import Client, Envelope, message_from_bytes
-from relayguard.mime import WalkLimits, raw_message, release_walk, walk, walk_message
+from relayguard.core.message import Client, Envelope, message_from_bytes
+from relayguard.parsing import mime
+from relayguard.parsing.mime import WalkLimits, raw_message, release_walk, walk, walk_message
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relayguard.mime import WalkLimits, walk
+from relayguard.parsing.mime import WalkLimits, walk
 
 pytestmark = pytest.mark.unit
 

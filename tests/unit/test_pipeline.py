@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from relayguard import registry
 from relayguard.checks import Check, Stage
 from relayguard.config import Config, load_config
-from relayguard.message import Client, message_from_bytes
-from relayguard.pipeline import Pipeline, combine
-from relayguard.runtime import Runtime
-from relayguard.transaction import Transaction
+from relayguard.core.message import Client, message_from_bytes
+from relayguard.core.verdict import Action, Decision, Mode, Verdict
+from relayguard.engine import registry
+from relayguard.engine.pipeline import Pipeline, combine
+from relayguard.engine.runtime import Runtime
+from relayguard.engine.transaction import Transaction
 from relayguard.transforms import Transform
-from relayguard.verdict import Action, Decision, Mode, Verdict
 
 pytestmark = pytest.mark.unit
 

@@ -29,4 +29,4 @@ def test_only_the_adapter_imports_pymilter() -> None:
         for path in (ROOT / "milter/relayguard").rglob("*.py")
         if pattern.search(path.read_text())
     }
-    assert importers == {"relayguard/adapter.py"}
+    assert importers == {"relayguard/daemon/adapter.py"}

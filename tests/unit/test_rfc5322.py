@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from relayguard.rfc5322 import (
+from relayguard.parsing.rfc5322 import (
     HeaderViolation,
     Mailbox,
     ascii_lower,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from relayguard.rfc5322 import (
+from relayguard.parsing.rfc5322 import (
     HeaderViolation,
     Mailbox,
     ascii_lower,

@@ -16,14 +16,14 @@ import pytest
 
 from relayguard.checks import Subject
 from relayguard.checks.sender import check_envelope_sender, check_header_identities
+from relayguard.cli.test_message import client_for
 from relayguard.config import Config, load_config
-from relayguard.errors import ConfigError
-from relayguard.message import Client, Envelope, message_from_bytes
-from relayguard.pipeline import Pipeline
-from relayguard.runtime import Runtime
-from relayguard.testmessage import client_for
-from relayguard.transaction import Transaction
-from relayguard.verdict import Action
+from relayguard.core.errors import ConfigError
+from relayguard.core.message import Client, Envelope, message_from_bytes
+from relayguard.core.verdict import Action
+from relayguard.engine.pipeline import Pipeline
+from relayguard.engine.runtime import Runtime
+from relayguard.engine.transaction import Transaction
 
 pytestmark = pytest.mark.unit
 

@@ -11,17 +11,18 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from relayguard import metrics, report
+from relayguard import metrics
 from relayguard.checks import Subject
 from relayguard.checks.killswitch import KillSwitch
 from relayguard.checks.ratelimit import RateLimit
+from relayguard.cli import report
 from relayguard.config import Config, load_config
-from relayguard.errors import ConfigError
-from relayguard.message import Client, Envelope, Message
+from relayguard.core.errors import ConfigError
+from relayguard.core.message import Client, Envelope, Message
+from relayguard.core.verdict import Action
 from relayguard.state import StateUnavailable
 from relayguard.state.sqlite import SqliteStore
 from relayguard.state.window import evaluate
-from relayguard.verdict import Action
 
 pytestmark = pytest.mark.unit
 
@@ -234,8 +235,8 @@ def test_grafana_dashboard_uses_only_metrics_the_milter_exports() -> None:
 
 def test_kill_switch_binds_in_monitor_mode_too(tmp_path: Path, config: Config) -> None:
     """Monitor mode relaxes policy; a disabled (compromised) source is still refused."""
-    from relayguard.pipeline import combine
-    from relayguard.verdict import Mode
+    from relayguard.core.verdict import Mode
+    from relayguard.engine.pipeline import combine
 
     store = SqliteStore(tmp_path / "monitor.sqlite3")
     store.disable("scanner-hq", "compromised", "alice", 0)

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from relayguard import cli, registry, unsubscribe
+from relayguard import cli
 from relayguard.checks import Subject
 from relayguard.checks.suppression import Suppression
 from relayguard.config import Config, load_config
-from relayguard.errors import ConfigError
-from relayguard.message import Client, Envelope, message_from_bytes
+from relayguard.core.errors import ConfigError
+from relayguard.core.message import Client, Envelope, message_from_bytes
+from relayguard.core.verdict import Action, Decision, Mode
+from relayguard.engine import registry
 from relayguard.state.sqlite import SqliteStore
-from relayguard.verdict import Action, Decision, Mode
+from relayguard.transforms import unsubscribe
 
 pytestmark = pytest.mark.unit
 
@@ -98,8 +100,10 @@ def test_several_recipients_get_no_header_and_say_why(config: Config) -> None:
 
 def test_unsubscribe_transform_runs_before_signing() -> None:
     names = [factory.__module__ for factory in registry.TRANSFORMS]
-    assert names.index("relayguard.unsubscribe") < names.index("relayguard.signing")
-    assert names[-1] == "relayguard.signing"
+    assert names.index("relayguard.transforms.unsubscribe") < names.index(
+        "relayguard.transforms.signing"
+    )
+    assert names[-1] == "relayguard.transforms.signing"
 
 
 def test_rcpt_check_refuses_suppressed_and_second_recipients(

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from relayguard.config import Config, Source
-from relayguard.message import Envelope, Message
-from relayguard.verdict import Verdict
+from relayguard.core.message import Envelope, Message
+from relayguard.core.verdict import Verdict
 
 
 class Stage(Enum):

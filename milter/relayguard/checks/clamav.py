@@ -16,11 +16,11 @@ import logging
 from collections.abc import Callable
 
 from relayguard.checks import Check, CheckFunction, Stage, Subject
-from relayguard.clamd_client import ClamdClient, Detection, ScannerUnavailable, ScanResult
 from relayguard.config import Config
-from relayguard.content_settings import ClamavSettings, ContentSettings
-from relayguard.mime import raw_message
-from relayguard.verdict import TEMPORARY_FAILURE, Action, Reply, Verdict
+from relayguard.config.content import ClamavSettings, ContentSettings
+from relayguard.core.verdict import TEMPORARY_FAILURE, Action, Reply, Verdict
+from relayguard.parsing.mime import raw_message
+from relayguard.scanners.clamd import ClamdClient, Detection, ScannerUnavailable, ScanResult
 
 NAME = "clamav"
 log = logging.getLogger(__name__)

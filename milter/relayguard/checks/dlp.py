@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from relayguard.checks import Check, CheckFunction, Stage, Subject
 from relayguard.config import Config
-from relayguard.content_settings import DlpSettings
+from relayguard.config.content import DlpSettings
+from relayguard.core.verdict import Action, Verdict
 from relayguard.dlp.profiles import Profile, ProfileAction, scan_parts, summary
-from relayguard.mime import walk_message
-from relayguard.verdict import Action, Verdict
+from relayguard.parsing.mime import walk_message
 
 NAME = "dlp"
 TAG_HEADER = "X-Relayguard-DLP"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from relayguard.checks import Check, Stage, Subject
 from relayguard.config import Config
+from relayguard.core.verdict import Action, Reply, Verdict
 from relayguard.state import StateStore, StateUnavailable
 from relayguard.state.factory import store_for
-from relayguard.verdict import Action, Reply, Verdict
 
 NAME = "kill_switch"
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from relayguard.checks import Check, Stage, Subject
 from relayguard.config import Config
-from relayguard.mime import walk_message
-from relayguard.verdict import Action, Verdict
+from relayguard.core.verdict import Action, Verdict
+from relayguard.parsing.mime import walk_message
 
 NAME = "mime_limits"
 

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from relayguard.checks import Check, Stage, Subject
 from relayguard.checks.killswitch import unavailable
 from relayguard.config import Config
+from relayguard.core.verdict import Action, Reply, Verdict
 from relayguard.state import StateStore, StateUnavailable
 from relayguard.state.factory import store_for
-from relayguard.verdict import Action, Reply, Verdict
 
 NAME = "rate_limit"
 

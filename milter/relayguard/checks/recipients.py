@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from relayguard.checks import Check, Stage, Subject
 from relayguard.config import Config
-from relayguard.rfc5322 import HeaderViolation, parse_envelope_address
-from relayguard.verdict import Action, Reply, Verdict
+from relayguard.core.verdict import Action, Reply, Verdict
+from relayguard.parsing.rfc5322 import HeaderViolation, parse_envelope_address
 
 NAME = "recipients"
 

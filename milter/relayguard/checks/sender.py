@@ -13,14 +13,14 @@ import re
 
 from relayguard.checks import Check, Stage, Subject
 from relayguard.config import Config
-from relayguard.rfc5322 import (
+from relayguard.core.verdict import Action, Verdict
+from relayguard.parsing.rfc5322 import (
     HeaderViolation,
     Mailbox,
     is_valid_field_name,
     parse_envelope_address,
     parse_mailbox_field,
 )
-from relayguard.verdict import Action, Verdict
 
 ENVELOPE = "envelope_sender"
 HEADERS = "header_identities"

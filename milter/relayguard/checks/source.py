@@ -17,9 +17,9 @@ import ipaddress
 from dataclasses import dataclass
 
 from relayguard.config import Config, Source
-from relayguard.message import Client
-from relayguard.rfc5322 import ascii_lower
-from relayguard.verdict import Action, Verdict
+from relayguard.core.message import Client
+from relayguard.core.verdict import Action, Verdict
+from relayguard.parsing.rfc5322 import ascii_lower
 
 NAME = "source"
 # The port-25 listener of postfix/master.cf.j2: the only one a device identified by address needs.

@@ -1,11 +1,11 @@
 """The suppression list at RCPT TO (and at end of data for per-list suppressions).
 
-A recipient who unsubscribed (RFC 8058, unsubscribe.py) from a source is refused with `550 5.7.1`
-for that source, so the sending application learns it at once instead of from a bounce. A
-suppression for one list of the source ("source/list", the message's List-Id) can only be seen
+A recipient who unsubscribed (RFC 8058, transforms/unsubscribe.py) from a source is refused with
+`550 5.7.1` for that source, so the sending application learns it at once instead of from a bounce.
+A suppression for one list of the source ("source/list", the message's List-Id) can only be seen
 once the header is there: it refuses the message at end of data. For bulk sources the check also
-keeps one recipient per message (the unsubscribe token names one): further RCPT TO get
-`452 4.5.3`, so the client sends them in separate transactions (RFC 5321 §4.5.3.1.10).
+keeps one recipient per message (the unsubscribe token names one): further RCPT TO get `452 4.5.3`,
+so the client sends them in separate transactions (RFC 5321 §4.5.3.1.10).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from __future__ import annotations
 from relayguard.checks import Check, Stage, Subject
 from relayguard.checks.killswitch import unavailable
 from relayguard.config import Config
-from relayguard.rfc5322 import HeaderViolation, parse_envelope_address
+from relayguard.core.verdict import Action, Reply, Verdict
+from relayguard.parsing.rfc5322 import HeaderViolation, parse_envelope_address
 from relayguard.state import StateStore, StateUnavailable
 from relayguard.state.factory import store_for
-from relayguard.unsubscribe import list_id
-from relayguard.verdict import Action, Reply, Verdict
+from relayguard.transforms.unsubscribe import list_id
 
 NAME = "suppression"
 

@@ -21,10 +21,10 @@ import dns.resolver
 
 from relayguard.checks import Check, CheckFunction, Stage, Subject
 from relayguard.config import Config
-from relayguard.content_settings import Blocklist, UrlSettings
+from relayguard.config.content import Blocklist, UrlSettings
+from relayguard.core.verdict import Action, Verdict
 from relayguard.dlp.extract import document_kind, html_content
-from relayguard.mime import Part, walk_message
-from relayguard.verdict import Action, Verdict
+from relayguard.parsing.mime import Part, walk_message
 
 NAME = "urls"
 HEADER = "X-Relayguard-URL"

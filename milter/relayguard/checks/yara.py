@@ -17,9 +17,9 @@ import yara
 
 from relayguard.checks import Check, CheckFunction, Stage, Subject
 from relayguard.config import Config
-from relayguard.content_settings import YaraSettings
-from relayguard.mime import Part, raw_message, walk_message
-from relayguard.verdict import TEMPORARY_FAILURE, Action, Reply, Verdict
+from relayguard.config.content import YaraSettings
+from relayguard.core.verdict import TEMPORARY_FAILURE, Action, Reply, Verdict
+from relayguard.parsing.mime import Part, raw_message, walk_message
 
 NAME = "yara"
 HEADER = "X-Relayguard-Yara"

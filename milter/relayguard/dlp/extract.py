@@ -21,8 +21,8 @@ from defusedxml import DefusedXmlException
 from pypdf import PdfReader
 from pypdf.errors import PyPdfError
 
-from relayguard.errors import RelayguardError
-from relayguard.mime import OOXML_MARKER, Part
+from relayguard.core.errors import RelayguardError
+from relayguard.parsing.mime import OOXML_MARKER, Part
 
 MAX_PDF_PAGES = 200
 MAX_XML_MEMBER = 32 * 1024 * 1024

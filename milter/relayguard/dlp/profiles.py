@@ -6,10 +6,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from relayguard.core.safe_text import printable
 from relayguard.dlp.detectors import Detector, Match, scan_text
 from relayguard.dlp.extract import ExtractionError, extract_text
-from relayguard.mime import Part
-from relayguard.safe_text import printable
+from relayguard.parsing.mime import Part
 
 
 class ProfileAction(StrEnum):

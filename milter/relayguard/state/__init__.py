@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from relayguard.errors import RelayguardError
+from relayguard.core.errors import RelayguardError
 
 
 class StateUnavailable(RelayguardError):

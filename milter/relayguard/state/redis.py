@@ -23,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from relayguard.rfc5322 import ascii_lower
+from relayguard.parsing.rfc5322 import ascii_lower
 from relayguard.state import Disabled, StateUnavailable, Suppression, Usage
 from relayguard.state.window import BUCKETS
 

@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from relayguard.rfc5322 import ascii_lower
+from relayguard.parsing.rfc5322 import ascii_lower
 from relayguard.state import Disabled, StateUnavailable, Suppression, Usage
 from relayguard.state.window import current_bucket, evaluate, oldest_live_bucket
 

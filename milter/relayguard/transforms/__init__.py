@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from relayguard.checks import Subject
-from relayguard.verdict import Action, Decision
+from relayguard.core.verdict import Action, Decision
 
 # A message may carry several signatures (RFC 6376 section 5): the sender's own ones stay.
 COEXISTING = frozenset({"dkim-signature"})

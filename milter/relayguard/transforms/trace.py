@@ -7,8 +7,8 @@ from dataclasses import replace
 
 from relayguard.checks import Subject
 from relayguard.config import Config
+from relayguard.core.verdict import Decision
 from relayguard.transforms import Transform, authority_withheld
-from relayguard.verdict import Decision
 
 NAME = "trace_header"
 

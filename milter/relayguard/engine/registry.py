@@ -1,0 +1,65 @@
+"""The shape of the pipeline: which checks, transforms and observers run, in which order.
+
+Each entry is a factory that builds its parts from one configuration snapshot (and may return
+nothing when its feature is off), so a feature plugs in with one line here and knows nothing about
+pymilter, the adapter or the other features. Order matters: cheap policy before expensive content
+scanning (enforce mode stops at the first rejection), DKIM signing as the last transform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from relayguard import metrics
+from relayguard.checks import (
+    Check,
+    clamav,
+    dlp,
+    killswitch,
+    mime_limits,
+    ratelimit,
+    recipients,
+    sender,
+    suppression,
+    urls,
+    yara,
+)
+from relayguard.config import Config
+from relayguard.transforms import Transform, signing, trace, unsubscribe
+
+# An observer sees every audit record after it is written (metrics); it cannot change a decision.
+Observer = Callable[[Mapping[str, Any]], None]
+
+CHECKS: tuple[Callable[[Config], Sequence[Check]], ...] = (
+    killswitch.checks,  # right after source identification: a disabled source goes no further
+    ratelimit.checks,
+    sender.checks,
+    recipients.checks,
+    suppression.checks,  # unsubscribed recipients, one recipient per bulk message
+    mime_limits.checks,  # content: the walk's limits first, then the scanners sharing it
+    clamav.checks,
+    yara.checks,
+    dlp.checks,
+    urls.checks,
+)
+
+TRANSFORMS: tuple[Callable[[Config], Sequence[Transform]], ...] = (
+    trace.transforms,
+    unsubscribe.transforms,  # List-Unsubscribe before signing: the signature covers it
+    signing.transforms,  # must stay last: the signature covers what the transforms before added
+)
+
+OBSERVERS: tuple[Callable[[Config], Sequence[Observer]], ...] = (metrics.observers,)
+
+
+def build_checks(config: Config) -> tuple[Check, ...]:
+    return tuple(check for factory in CHECKS for check in factory(config))
+
+
+def build_transforms(config: Config) -> tuple[Transform, ...]:
+    return tuple(transform for factory in TRANSFORMS for transform in factory(config))
+
+
+def build_observers(config: Config) -> tuple[Observer, ...]:
+    return tuple(observer for factory in OBSERVERS for observer in factory(config))

@@ -1,0 +1,77 @@
+"""The live configuration of a milter process: replaced whole on reload, never mutated.
+
+A transaction takes the current Runtime when it starts and keeps it to the end, so a reload never
+changes the rules under a message in flight. A reload that fails validation keeps the old runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from relayguard.config import Config, load_config
+from relayguard.core.errors import ConfigError
+from relayguard.engine.audit import AuditLog
+from relayguard.engine.pipeline import Pipeline
+from relayguard.engine.registry import Observer, build_observers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    config: Config
+    pipeline: Pipeline
+    audit: AuditLog
+    observers: tuple[Observer, ...] = ()
+
+    @classmethod
+    def build(
+        cls, config: Config, audit: AuditLog | None = None, *, dry_run: bool = False
+    ) -> Runtime:
+        if audit is None or audit.path != config.relay.audit_log:
+            if audit is not None:
+                audit.flush_all()  # counts held back belong to the log they were counted for
+            audit = AuditLog(config.relay.audit_log)
+        pipeline = Pipeline.for_config(config, dry_run=dry_run)
+        return cls(config, pipeline, audit, () if dry_run else build_observers(config))
+
+
+class RuntimeHolder:
+    """Holds the current Runtime; `refresh()` reloads when the supervisor's generation moved."""
+
+    def __init__(
+        self, path: Path, runtime: Runtime, generation: Callable[[], int] = lambda: 0
+    ) -> None:
+        self.path = path
+        self._runtime = runtime
+        self._generation = generation
+        self._seen = generation()
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> Runtime:
+        return self._runtime
+
+    def refresh(self) -> Runtime:
+        """Cheap when nothing changed: one integer comparison per transaction."""
+        generation = self._generation()
+        if generation != self._seen:
+            with self._lock:
+                if generation != self._seen:
+                    self._seen = generation
+                    self.reload()
+        return self._runtime
+
+    def reload(self) -> bool:
+        try:
+            config = load_config(self.path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration:\n%s", exc)
+            return False
+        self._runtime = Runtime.build(config, self._runtime.audit)
+        log.info("configuration reloaded from %s (%d sources)", self.path, len(config.sources))
+        return True
