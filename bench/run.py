@@ -9,6 +9,13 @@ Postfix's own `smtp-sink`; the load comes from Postfix's `smtp-source` on the po
   relayguard-N relayguard with the built-in checks (source, sender, recipients), N worker processes
   STAGE-N      pass-through plus one stage: clamav, yara, dlp, dkim (RSA-2048 + Ed25519), state
   full-N       every stage at once: the full pipeline
+  avdkim-N     relayguard AV+DKIM: clamav and one RSA-2048 signature, nothing else
+  classic      the classic peer: clamav-milter + OpenDKIM (RSA-2048), Debian's packages
+  rspamd       the other peer: Rspamd 3.4 as a milter (stock rules, antivirus, RSA-2048 signing)
+  peers        (a preset) bare, avdkim-2, classic, full-2, rspamd: the comparison of issue 14
+
+Before the timed runs, every variant that scans or signs proves on a sample that it does
+(bench/work_check.py); one that does not is marked INVALID and the run exits non-zero.
 
 Throughput on these machines is noisy (±15 % run to run), so each repeat runs every variant, in a
 rotated order, and the report gives per-repeat ratios as well as medians. Results are written as
@@ -36,10 +43,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.clamd import Clamd  # noqa: E402
 from tests.support.milter_process import MilterProcess  # noqa: E402
 from tests.support.stack import (  # noqa: E402
     PostfixInstance,
+    SmtpSink,
     TlsFiles,
     free_ports,
     make_dir,
@@ -47,9 +54,24 @@ from tests.support.stack import (  # noqa: E402
     postfix_settings,
 )
 
+from bench.peer_stacks import RSPAMD_CACHE, ClassicStack, PeerStack, RspamdStack  # noqa: E402
+from bench.work_check import (  # noqa: E402
+    ScanLoggingClamd,
+    WorkCheck,
+    WorkClaim,
+    WorkReport,
+    key_records,
+)
+
 SENDER = "bench@example.com"
 RECIPIENT = "sink@example.net"
-SIZES = {"10k": 10_240, "100k": 102_400, "2m": 2_097_152}
+SIZES = {
+    "10k": 10_240,
+    "100k": 102_400,
+    "1m": 1_048_576,
+    "2m": 2_097_152,
+    "10m": 10_485_760,
+}
 CONFIG = """
 [relay]
 mode = "enforce"
@@ -68,6 +90,11 @@ senders = ["{sender}"]
 {sections}
 """
 STAGES = ("clamav", "yara", "dlp", "dkim", "state")
+# relayguard AV+DKIM, the match for the classic stack: clamd and one RSA-2048 signature.
+AV_DKIM = frozenset({"clamav", "dkim-rsa"})
+PEER_NAMES = ("classic", "rspamd")
+# The comparison issue 14 asks for, in the order of its table.
+PEERS_PRESET = ("bare", "avdkim-2", "classic", "full-2", "rspamd")
 YARA_RULES = """
 rule suspicious_script { meta: action = "tag" strings: $a = "eval(" $b = "document.write(unescape"
   condition: any of them }
@@ -93,9 +120,11 @@ def stage_sections(stages: frozenset[str], directory: Path, clamd_spec: str) -> 
             '[[dlp_profiles]]\nname = "cards"\n'
             'detectors = { card_number = 3, iban = 3, es_dni = 3, us_ssn = 3 }\naction = "tag"\n'
         )
-    if "dkim" in stages:
+    if "dkim" in stages or "dkim-rsa" in stages:
         keys = directory / "dkim"
         for algorithm, selector in (("rsa", "rsa1"), ("ed25519", "ed1")):
+            if algorithm not in dkim_algorithms(stages):
+                continue
             subprocess.run(
                 [sys.executable, "-m", "relayguard.cli", "dkim", "generate", "--key-directory",
                  str(keys), "--user", "root", "--domain", "example.com", "--selector", selector,
@@ -109,6 +138,14 @@ def stage_sections(stages: frozenset[str], directory: Path, clamd_spec: str) -> 
         )
         sections.append(f'[state]\nbackend = "sqlite"\npath = "{directory / "state.sqlite3"}"\n')
     return "\n".join(source), "\n".join(sections)
+
+
+def dkim_algorithms(stages: frozenset[str]) -> frozenset[str]:
+    """The DKIM keys relayguard signs with in these stages: RSA + Ed25519 for "dkim", RSA alone
+    for "dkim-rsa" (AV+DKIM, like the peers)."""
+    if "dkim" in stages:
+        return frozenset({"rsa", "ed25519"})
+    return frozenset({"rsa"}) if "dkim-rsa" in stages else frozenset()
 
 
 def relayguard_config(directory: Path, stages: frozenset[str], workers: int, clamd: str) -> str:
@@ -130,17 +167,55 @@ class Variant:
     workers: int = 0  # relayguard worker processes; 0 = no relayguard
     floor: bool = False
     stages: frozenset[str] = frozenset()
+    peer_name: str = ""  # "classic" or "rspamd": one of the peers (bench/peer_stacks.py)
+    peer: PeerStack | None = None
     postfix: PostfixInstance | None = None
     milter: MilterProcess | None = None
     floor_process: subprocess.Popen[bytes] | None = None
     port: int = 0
+    directory: Path | None = None
+    work: WorkReport | None = None  # the work check's findings; None: nothing to check
 
     def milter_pids(self) -> list[int]:
         if self.milter is not None:
             return [self.milter.pid, *self.milter.workers()]
         if self.floor_process is not None:
             return [self.floor_process.pid]
+        if self.peer is not None:
+            return self.peer.pids()
         return []
+
+    @property
+    def invalid(self) -> bool:
+        return self.work is not None and not self.work.valid
+
+    def claim(self) -> WorkClaim:
+        """What this started variant must be seen doing to every message of the work check."""
+        if self.peer is not None:
+            return WorkClaim(True, frozenset({"rsa"}), self.peer.dkim_records)
+        signs = dkim_algorithms(self.stages)
+        assert self.directory is not None
+        records = key_records(self.directory / "dkim") if signs else {}
+        return WorkClaim("clamav" in self.stages, signs, records)
+
+
+def parse_variant(name: str) -> Variant:
+    """A variant from its name on the command line (the module's docstring lists them)."""
+    variant = Variant(name)
+    kind, _, workers = name.partition("-")
+    if name == "floor":
+        variant.floor = True
+    elif name in PEER_NAMES:
+        variant.peer_name = name
+    elif kind in ("relayguard", "full", "avdkim", *STAGES) and workers.isdigit():
+        variant.workers = int(workers)
+        if kind == "avdkim":
+            variant.stages = AV_DKIM
+        else:
+            variant.stages = frozenset(set(STAGES) if kind == "full" else {kind} & set(STAGES))
+    elif name != "bare":
+        raise SystemExit(f"unknown variant {name!r}")
+    return variant
 
 
 @dataclass
@@ -155,6 +230,7 @@ class Run:
     milter_cpu_ms: float  # milter processes only, per message
     milter_rss_mb: float  # sum of the milter processes' peak RSS (VmHWM): shared pages count twice
     milter_pss_mb: float  # peak of their summed proportional set size: what the machine pays
+    clamd_cpu_ms: float = 0.0  # the shared clamd, per message: scanning work outside the milter
     error: str = ""  # smtp-source's complaint when a message was refused or timed out
 
     @property
@@ -280,34 +356,72 @@ class Bench:
         self.sink: subprocess.Popen[bytes] | None = None
         self.variants: list[Variant] = []
         self.hz = os.sysconf("SC_CLK_TCK")
-        self.clamd: Clamd | None = None
+        self.clamd: ScanLoggingClamd | None = None
 
     def start(self) -> None:
+        """Every variant up, each one's work checked, then the sink of the timed runs."""
+        variants = [parse_variant(name) for name in self.args.variants]
+        if any(v.peer_name or "clamav" in v.stages for v in variants):
+            # One clamd for every variant that scans, relayguard's and the peers' alike.
+            self.clamd = ScanLoggingClamd(make_dir("clamd-", self.base)).start()
+        for variant in variants:
+            self.variants.append(variant)  # stopped by stop() even if its start fails
+            self._start_variant(variant)
+        self.check_work()
         sink_log = (self.base / "smtp-sink.log").open("wb")
         self.sink = subprocess.Popen(
             ["/usr/sbin/smtp-sink", "-u", "postfix", f"127.0.0.1:{self.sink_port}", "1024"],
             stdout=sink_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
-        for name in self.args.variants:
-            variant = Variant(name)
-            kind, _, workers = name.partition("-")
-            if name == "floor":
-                variant.floor = True
-            elif kind in ("relayguard", "full", *STAGES) and workers.isdigit():
-                variant.workers = int(workers)
-                stages = set(STAGES) if kind == "full" else {kind} & set(STAGES)
-                variant.stages = frozenset(stages)
-            elif name != "bare":
-                raise SystemExit(f"unknown variant {name!r}")
-            if "clamav" in variant.stages and self.clamd is None:
-                self.clamd = Clamd(make_dir("clamd-", self.base)).start()
-            self._start_variant(variant)
-            self.variants.append(variant)
+
+    def check_work(self) -> None:
+        """The work check (bench/work_check.py) on every variant that scans or signs, delivering
+        to a sink that keeps the messages, on the port smtp-sink takes over afterwards."""
+        sink = SmtpSink(port=self.sink_port)
+        sink.start()
+        checker = WorkCheck(
+            sink, self.clamd, SENDER, RECIPIENT, message_file(self.base, SIZES["10k"]),
+            self.args.sample,
+        )  # fmt: skip
+        try:
+            for variant in self.variants:
+                claim = variant.claim()
+                if not (claim.scans or claim.signs):
+                    continue
+                variant.work = checker.check(variant.port, claim)
+                if not self.wait_queue_empty(variant):
+                    variant.work.problems.append("the work check's mail is still queued")
+                verdict = (
+                    "ok" if variant.work.valid else "INVALID: " + "; ".join(variant.work.problems)
+                )
+                print(f"work check {variant.name:<13} {verdict}", flush=True)
+        finally:
+            sink.stop()
+
+    def wait_queue_empty(self, variant: Variant, timeout: float = 60.0) -> bool:
+        """Nothing of the work check may be left in a queue: the first timed run would wait for
+        its retry (minutes) and report that as the variant's throughput."""
+        assert variant.postfix is not None
+        deadline = time.monotonic() + timeout
+        while not queue_empty(variant.postfix):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def _start_variant(self, variant: Variant) -> None:
-        directory = make_dir(f"{variant.name}-", self.base)
+        directory = variant.directory = make_dir(f"{variant.name}-", self.base)
         socket_path = None
-        if variant.workers:
+        milter = None
+        if variant.peer_name:
+            assert self.clamd is not None
+            if variant.peer_name == "rspamd":
+                variant.peer = RspamdStack(self.clamd.socket_path, self.args.rspamd_cache)
+            else:
+                variant.peer = ClassicStack(self.clamd.socket_path)
+            variant.peer.start()
+            milter = variant.peer.milter_spec
+        elif variant.workers:
             config = directory / "relayguard.toml"
             clamd_spec = self.clamd.spec if self.clamd else ""
             config.write_text(
@@ -327,7 +441,8 @@ class Bench:
             )  # fmt: skip
             while not socket_path.exists():
                 time.sleep(0.05)
-        milter = f"unix:{socket_path}" if socket_path else None
+        if socket_path:
+            milter = f"unix:{socket_path}"
         variant.postfix, variant.port = start_postfix(directory, self.tls, self.sink_port, milter)
 
     def stop(self) -> None:
@@ -339,6 +454,8 @@ class Bench:
             if variant.floor_process is not None:
                 variant.floor_process.send_signal(signal.SIGKILL)
                 variant.floor_process.wait()
+            if variant.peer is not None:
+                variant.peer.stop(keep=self.args.keep)
         if self.sink is not None:
             self.sink.kill()
             self.sink.wait()
@@ -354,6 +471,7 @@ class Bench:
         source = message_file(self.base, SIZES[size])
         pids = variant.milter_pids()
         milter_before = sum(cpu_jiffies(pid) for pid in pids)
+        clamd_before = self.clamd_jiffies()
         machine_before = machine_busy_jiffies()
         started = time.perf_counter()
         with PeakPss(pids) as memory:
@@ -370,10 +488,17 @@ class Bench:
         seconds = time.perf_counter() - started
         machine_ms = (machine_busy_jiffies() - machine_before) * 1000 / self.hz / count
         milter_ms = (sum(cpu_jiffies(pid) for pid in pids) - milter_before) * 1000 / self.hz
+        clamd_ms = (self.clamd_jiffies() - clamd_before) * 1000 / self.hz
         return Run(
             variant.name, size, concurrency, repeat, count, seconds, machine_ms,
-            milter_ms / count, memory_mb(pids, "VmHWM"), memory.peak, error,
+            milter_ms / count, memory_mb(pids, "VmHWM"), memory.peak, clamd_ms / count, error,
         )  # fmt: skip
+
+    def clamd_jiffies(self) -> int:
+        """CPU time of the shared clamd so far (0 without one)."""
+        if self.clamd is None or self.clamd.process is None:
+            return 0
+        return cpu_jiffies(self.clamd.process.pid)
 
     def latency(self, variant: Variant, size: str, concurrency: int) -> Latency:
         """Per message: MAIL FROM to the end-of-data reply, C clients on persistent sessions."""
@@ -449,7 +574,8 @@ def report(bench: Bench, runs: list[Run], latencies: list[Latency]) -> str:
                 own = by_repeat(runs, name, size, concurrency)
                 ratios[name] = [rate / bare[rep] for rep, rate in own.items() if rep in bare]
                 median_ratio = f" ({statistics.median(ratios[name]):.2f})" if ratios[name] else ""
-                cells.append(f"{statistics.median(own.values()):.0f}{median_ratio}")
+                cells.append(f"{statistics.median(own.values()):.0f}{median_ratio}"
+                             f"{invalid_mark(bench, name)}")  # fmt: skip
             lines.append(f"| {size} | {concurrency} | " + " | ".join(cells) + " |")
             ratio_rows.append((size, concurrency, ratios))
     lines += ["", "### Per-repeat ratios to bare Postfix", ""]
@@ -472,16 +598,19 @@ def report(bench: Bench, runs: list[Run], latencies: list[Latency]) -> str:
                     )
     lines += ["", "## CPU and memory (medians; memory: the largest seen)", "",
               "PSS counts a page shared by the forked workers once, as the machine pays for it;"
-              " the RSS sum counts it in every process.", "",
-              "| size | variant | machine CPU ms/msg | milter CPU ms/msg | milter peak PSS MB"
-              " | milter peak RSS sum MB |",
-              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+              " the RSS sum counts it in every process. Milter CPU is every process of the"
+              " variant's filter (for the peers: clamav-milter + OpenDKIM; Rspamd's main process"
+              " and workers); the shared clamd's CPU is its own column.", "",
+              "| size | variant | machine CPU ms/msg | milter CPU ms/msg | clamd CPU ms/msg"
+              " | milter peak PSS MB | milter peak RSS sum MB |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for size in args.sizes:
         for name in names:
             own = [r for r in runs if (r.variant, r.size) == (name, size)]
             lines.append(
                 f"| {size} | {name} | {statistics.median(r.machine_cpu_ms for r in own):.2f}"
                 f" | {statistics.median(r.milter_cpu_ms for r in own):.2f}"
+                f" | {statistics.median(r.clamd_cpu_ms for r in own):.2f}"
                 f" | {max(r.milter_pss_mb for r in own):.1f}"
                 f" | {max(r.milter_rss_mb for r in own):.1f} |"
             )
@@ -511,8 +640,137 @@ def report(bench: Bench, runs: list[Run], latencies: list[Latency]) -> str:
         lines += ["", "## Runs in which smtp-source reported an error", ""]
         lines += [f"- {r.size} c={r.concurrency} #{r.repeat} {r.variant}: {r.error}"
                   for r in failed]  # fmt: skip
+    lines += work_section(bench)
+    lines += peers_section(bench, runs)
     lines += goals(bench, runs, latencies)
     return "\n".join(lines) + "\n"
+
+
+def invalid_mark(bench: Bench, name: str) -> str:
+    """The mark after each figure of a variant that failed its work check."""
+    return " INVALID" if any(v.invalid for v in bench.variants if v.name == name) else ""
+
+
+def work_section(bench: Bench) -> list[str]:
+    """What the work check saw on each variant that scans or signs (bench/work_check.py)."""
+    checked = [v for v in bench.variants if v.work is not None]
+    if not checked:
+        return []
+    lines = ["", f"## Work check ({bench.args.sample} identical 10 KB messages per variant, before"
+             " the timed runs)", "",
+             "Each delivered copy verified by dkimpy against the keys on disk; clamd's log counted"
+             " (one line per scan); an EICAR message must be refused at SMTP time. A variant that"
+             " fails is INVALID: its figures above measure a filter that skipped work.", "",
+             "| variant | delivered | validly signed | clamd scans | EICAR reply | verdict |",
+             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for variant in checked:
+        work = variant.work
+        assert work is not None
+        verdict = "ok" if work.valid else "**INVALID**: " + "; ".join(work.problems)
+        signed = f"{work.signed}/{work.delivered} ({'+'.join(sorted(work.claim.signs))})"
+        lines.append(
+            f"| {variant.name} | {work.delivered}/{work.sent}"
+            f" | {signed if work.claim.signs else '-'} | {work.scans}"
+            f" | {work.eicar.replace('|', '/')} | {verdict} |"
+        )
+    return lines
+
+
+# Issue 14's goals against the peers: (relayguard prefix, peer, what, target ratio, at least?).
+PEER_GOALS = (
+    ("avdkim-", "classic", "rate", 1.0, True),
+    ("avdkim-", "classic", "milter_cpu_ms", 1.5, False),
+    ("full-", "rspamd", "rate", 1.2, True),
+)
+
+
+def peers_section(bench: Bench, runs: list[Run]) -> list[str]:
+    """Issue 14's comparison, in its table's shape: relayguard against the classic stack and
+    Rspamd at each size, then each goal per size with its per-repeat ratios, met or not met."""
+    names = [v.name for v in bench.variants]
+    if not set(PEER_NAMES) & set(names):
+        return []
+    avdkim = max((n for n in names if n.startswith("avdkim-")), default="")
+    full = max((n for n in names if n.startswith("full-")), default="")
+    columns = [
+        (label, name)
+        for label, name in (
+            ("bare Postfix", "bare"),
+            (f"relayguard AV+DKIM ({avdkim}: clamav + RSA)", avdkim),
+            ("classic (clamav-milter + OpenDKIM)", "classic"),
+            (f"relayguard full ({full})", full),
+            ("Rspamd 3.4, 2 proxy workers (stock rules, AV, DKIM)", "rspamd"),
+        )
+        if name in names
+    ]
+    lines = ["", "## Against the peers (median msg/s; milter CPU per message in brackets)", "",
+             "Same run, same Postfix, same clamd (EICAR-only database), RSA-2048 signing for"
+             " example.com; the peers are set up by `bench/peer_stacks.py` from"
+             " `bench/peers/`.", "",
+             "| size | concurrency | " + " | ".join(label for label, _ in columns) + " |",
+             "| ---: | ---: |" + " ---: |" * len(columns)]  # fmt: skip
+    for size in bench.args.sizes:
+        for concurrency in bench.args.concurrency:
+            cells = [peer_cell(bench, runs, name, size, concurrency) for _, name in columns]
+            lines.append(f"| {size} | {concurrency} | " + " | ".join(cells) + " |")
+    return lines + peer_goals(bench, runs, {"avdkim-": avdkim, "full-": full})
+
+
+def peer_cell(bench: Bench, runs: list[Run], name: str, size: str, concurrency: int) -> str:
+    rates = per_repeat(runs, name, size, concurrency, "rate")
+    if not rates:
+        return "-"
+    cpu = statistics.median(per_repeat(runs, name, size, concurrency, "milter_cpu_ms").values())
+    cpu_text = f" ({cpu:.1f} ms)" if name != "bare" else ""
+    return f"{statistics.median(rates.values()):.0f}{cpu_text}{invalid_mark(bench, name)}"
+
+
+def peer_goals(bench: Bench, runs: list[Run], relayguard: dict[str, str]) -> list[str]:
+    """One row per goal and size: the same-repeat ratios, their median, met or not met. A goal
+    whose variants failed the work check is "invalid", never met."""
+    lines = ["", "### Goals against the peers (ratios taken within each repeat)", "",
+             "| goal | size | concurrency | median | per repeat | verdict |",
+             "| --- | ---: | ---: | ---: | --- | --- |"]  # fmt: skip
+    verdicts: dict[str, list[str]] = {}
+    for prefix, peer, attribute, target, at_least in PEER_GOALS:
+        mine = relayguard[prefix]
+        what = "throughput" if attribute == "rate" else "milter CPU per message"
+        goal = f"{mine or prefix + 'N'} / {peer} {what} {'>=' if at_least else '<='} {target}"
+        for size in bench.args.sizes:
+            for concurrency in bench.args.concurrency:
+                ours = per_repeat(runs, mine, size, concurrency, attribute)
+                theirs = per_repeat(runs, peer, size, concurrency, attribute)
+                ratios = [ours[rep] / theirs[rep] for rep in ours if theirs.get(rep)]
+                if not ratios:
+                    continue
+                median = statistics.median(ratios)
+                met = median >= target if at_least else median <= target
+                verdict = "met" if met else "not met"
+                if invalid_mark(bench, mine) or invalid_mark(bench, peer):
+                    verdict = "invalid (work check failed)"
+                verdicts.setdefault(goal, []).append(verdict)
+                lines.append(
+                    f"| {goal} | {size} | {concurrency} | {median:.2f}"
+                    f" | {', '.join(f'{r:.2f}' for r in ratios)} | {verdict} |"
+                )
+    for goal, seen in verdicts.items():
+        overall = "met" if set(seen) == {"met"} else "not met"
+        if any(v.startswith("invalid") for v in seen):
+            overall = "invalid (work check failed)"
+        lines.append(f"| {goal} | every size | | | | **{overall}** |")
+    return lines
+
+
+def per_repeat(
+    runs: list[Run], name: str, size: str, concurrency: int, attribute: str
+) -> dict[int, float]:
+    """One figure of one variant and load ("rate", "milter_cpu_ms"), keyed by repeat."""
+    key = (name, size, concurrency)
+    return {
+        r.repeat: float(getattr(r, attribute))
+        for r in runs
+        if (r.variant, r.size, r.concurrency) == key
+    }
 
 
 def goals(bench: Bench, runs: list[Run], latencies: list[Latency]) -> list[str]:
@@ -574,8 +832,7 @@ def goals(bench: Bench, runs: list[Run], latencies: list[Latency]) -> list[str]:
 
 def by_repeat(runs: list[Run], name: str, size: str, concurrency: int) -> dict[int, float]:
     """Throughput of one variant and load, keyed by repeat, for same-repeat ratios."""
-    key = (name, size, concurrency)
-    return {r.repeat: r.rate for r in runs if (r.variant, r.size, r.concurrency) == key}
+    return per_repeat(runs, name, size, concurrency, "rate")
 
 
 def _cpu_model() -> str:
@@ -603,20 +860,42 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--variants",
-        default="bare,floor,relayguard-1,relayguard-2,clamav-2,yara-2,dlp-2,dkim-2,state-2,full-1,full-2",
+        default="bare,floor,relayguard-1,relayguard-2,clamav-2,yara-2,dlp-2,dkim-2,state-2,full-1,"
+        "full-2,avdkim-2,classic,rspamd",
+        help="comma-separated; 'peers' stands for " + ",".join(PEERS_PRESET),
     )
-    parser.add_argument("--sizes", default="10k,100k,2m")
+    parser.add_argument("--sizes", default="10k,100k,1m,10m", help=f"of {', '.join(SIZES)}")
     parser.add_argument("--concurrency", default="8")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--messages", default="10k=400,100k=200,2m=20",
+    parser.add_argument("--messages", default="10k=400,100k=200,1m=40,2m=20,10m=8",
                         help="messages per run, per size")  # fmt: skip
     parser.add_argument("--latency-messages", type=int, default=400)
     parser.add_argument("--latency-concurrency", type=int, default=8)
+    parser.add_argument(
+        "--latency-sizes",
+        default="10k,100k,1m",
+        help="sizes of the latency phase ('none': skip it); 400 messages of 10 MB per variant"
+        " would take longer than the whole throughput phase",
+    )
+    parser.add_argument("--sample", type=int, default=5,
+                        help="messages per variant in the work check")  # fmt: skip
+    parser.add_argument("--rspamd-cache", type=Path, default=RSPAMD_CACHE,
+                        help="Rspamd's Hyperscan cache, kept between runs")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--keep", action="store_true", help="keep the instances' directories")
     args = parser.parse_args()
-    args.variants = args.variants.split(",")
+    args.variants = list(
+        dict.fromkeys(
+            expanded
+            for name in args.variants.split(",")
+            for expanded in (PEERS_PRESET if name == "peers" else (name,))
+        )
+    )
     args.sizes = args.sizes.split(",")
+    unknown = [size for size in args.sizes if size not in SIZES]
+    if unknown:
+        parser.error(f"unknown sizes {', '.join(unknown)}; known: {', '.join(SIZES)}")
+    args.latency_sizes = [s for s in args.latency_sizes.split(",") if s in args.sizes]
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.messages = {k: int(v) for k, v in (item.split("=") for item in args.messages.split(","))}
     return args
@@ -632,7 +911,7 @@ def main() -> int:
         runs = list(bench.runs())
         latencies = [
             bench.latency(variant, size, args.latency_concurrency)
-            for size in args.sizes
+            for size in args.latency_sizes
             for variant in bench.variants
         ]
     finally:
@@ -644,6 +923,10 @@ def main() -> int:
     (args.out / "latest.md").write_text(text)
     print(text)
     print(f"written to {out}")
+    invalid = [v.name for v in bench.variants if v.invalid]
+    if invalid:
+        print(f"INVALID (failed the work check): {', '.join(invalid)}", file=sys.stderr)
+        return 1
     return 0
 
 
