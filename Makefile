@@ -14,6 +14,7 @@ deps:
 lint: deps
 	$(BIN)/ruff check milter tests scripts
 	$(BIN)/ruff format --check milter tests scripts
+	$(BIN)/lint-imports --no-logo --no-cache  # the layers of milter/relayguard/ ([tool.importlinter] in pyproject.toml)
 
 typecheck: deps
 	$(BIN)/mypy

@@ -251,10 +251,10 @@ class Latency:
 
 
 def start_postfix(
-    directory: Path, tls: TlsFiles, sink_port: int, milter_socket: str | None
+    directory: Path, tls: TlsFiles, sink_port: int, milter_socket: str | None, **extra: object
 ) -> tuple[PostfixInstance, int]:
     """A Postfix instance from the templates delivering to the sink; returns it and its port-25
-    listener, where 127.0.0.1 is the bench source's network."""
+    listener, where 127.0.0.1 is the bench source's network. `extra`: more template settings."""
     smtp, submission, smtps = free_ports(3)
     settings = postfix_settings(
         make_dir("postfix-", directory),
@@ -270,6 +270,7 @@ def start_postfix(
         smtpd_client_recipient_rate_limit=0,
         smtpd_client_event_limit_exceptions=["127.0.0.1"],
         message_size_limit=50_000_000,
+        **extra,
     )
     postfix = PostfixInstance(settings)
     postfix.write_config()

@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ANSIBLE_VENV=${ANSIBLE_VENV:-/opt/relayguard-ansible}
 ANSIBLE_CORE=${ANSIBLE_CORE:-"ansible-core>=2.17,<2.20"}
+# The controller's Python also runs the milter role's to_toml filter (the configuration file).
+ANSIBLE_PACKAGES=("$ANSIBLE_CORE" "tomli-w>=1.0")
 # The Vagrant lab passes its own inventory (and --limit) here.
 INVENTORY=${RELAYGUARD_INVENTORY:-inventories/local/hosts.yml}
 
@@ -29,11 +31,11 @@ if ((${#missing[@]})); then
 fi
 
 stamp="$ANSIBLE_VENV/.relayguard-ansible"
-if [[ ! -x "$ANSIBLE_VENV/bin/ansible-playbook" || $(cat "$stamp" 2>/dev/null) != "$ANSIBLE_CORE" ]]; then
-  echo "appliance: installing $ANSIBLE_CORE into $ANSIBLE_VENV"
+if [[ ! -x "$ANSIBLE_VENV/bin/ansible-playbook" || $(cat "$stamp" 2>/dev/null) != "${ANSIBLE_PACKAGES[*]}" ]]; then
+  echo "appliance: installing ${ANSIBLE_PACKAGES[*]} into $ANSIBLE_VENV"
   /usr/bin/python3 -m venv "$ANSIBLE_VENV"
-  "$ANSIBLE_VENV/bin/pip" install -q --disable-pip-version-check "$ANSIBLE_CORE"
-  echo "$ANSIBLE_CORE" >"$stamp"
+  "$ANSIBLE_VENV/bin/pip" install -q --disable-pip-version-check "${ANSIBLE_PACKAGES[@]}"
+  echo "${ANSIBLE_PACKAGES[*]}" >"$stamp"
 fi
 
 cd ansible

@@ -21,6 +21,8 @@ APT_PACKAGES=(
   vagrant systemd               # deploy tier: `vagrant validate`, `systemd-analyze verify` on units
   logrotate                     # deploy tier: `logrotate -d` on the milter role's rotation file
   prometheus                    # promtool: `check rules` / `test rules` on monitoring/prometheus
+  rspamd                        # outbound spam scoring ([spam]): a normal worker per test run on loopback
+  chromium chromium-driver      # the console's real-browser test (Selenium, no driver download)
 )
 
 missing=()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.support.rspamd import Rspamd
 
 DATA = Path(__file__).parent / "data"
 
@@ -55,3 +60,16 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def data() -> Path:
     return DATA
+
+
+@pytest.fixture(scope="session")
+def rspamd() -> Iterator[Rspamd]:
+    """One real Rspamd for the whole run (a cold start compiles for ~20 s, see
+    tests/support/rspamd.py). A test that stops it must start it again before it returns."""
+    from tests.support.rspamd import Rspamd
+    from tests.support.stack import make_dir
+
+    directory = make_dir("relayguard-rspamd-")
+    with Rspamd(directory) as server:
+        yield server
+    shutil.rmtree(directory, ignore_errors=True)

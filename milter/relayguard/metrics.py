@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,12 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from relayguard.config import Config
+from relayguard.core.audit_record import (
+    AuditRecord,
+    DecisionRecord,
+    dkim_algorithms,
+    rate_limit_hit,
+)
 from relayguard.state import StateUnavailable
 from relayguard.state.factory import store_for
 
@@ -41,8 +47,6 @@ log = logging.getLogger(__name__)
 STATE_CHECKS = frozenset({"kill_switch", "rate_limit", "suppression"})
 SCANNER_CHECKS = frozenset({"clamav", "yara", "dlp", "urls"})
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-RATE_REASON = re.compile(r"limit of \d+ (\w+) per (\w+)")
-DKIM_SELECTOR = re.compile(r"[^\s,()]+\(([\w-]+)\)")
 
 
 class _Metrics:
@@ -90,6 +94,12 @@ class _Metrics:
             "relayguard_dkim_signatures", "DKIM signatures added, by algorithm", ["algorithm"],
             **kwargs,
         )  # fmt: skip
+        self.anomalies = Counter(
+            "relayguard_anomalies",
+            "Anomaly rules that fired (anomaly/), by source, rule and action taken",
+            ["source", "rule", "action"],
+            **kwargs,
+        )
 
 
 _lock = threading.Lock()
@@ -104,50 +114,45 @@ def _metrics() -> _Metrics:
         return found
 
 
+def count_anomaly(source: str, rule: str, action: str) -> None:
+    """The anomaly observer reports here: its findings are not in the decision's audit record
+    (a `monitor` finding has no audit line at all)."""
+    _metrics().anomalies.labels(source, rule, action).inc()
+
+
 class MetricsObserver:
-    """Turns each audit record into counter increments."""
+    """Turns each audit record into counter increments: typed fields and the checks' facts, never
+    the wording of a reason."""
 
     def __init__(self, backend: str | None, metrics: Callable[[], _Metrics] = _metrics) -> None:
         self.backend = backend
         self.metrics = metrics
 
-    def __call__(self, record: Mapping[str, Any]) -> None:
-        if "outcome" not in record:
+    def __call__(self, record: AuditRecord) -> None:
+        if not isinstance(record, DecisionRecord):
             return  # an administrative line (kill switch), not a mail decision
         m = self.metrics()
-        source = record.get("source") or "none"
-        m.messages.labels(source, record["action"], record["outcome"]).inc()
-        if record.get("size"):
-            m.message_bytes.labels(source).inc(record["size"])
-        refusals = [
-            {"name": r["check"], "action": "tempfail", "reason": r["reason"]}
-            for r in record.get("recipient_refusals", ())
-        ]
-        for check in record.get("checks", ()):
-            name = check["name"]
-            m.check_duration.labels(name).observe(check.get("ms", 0) / 1000)
-            if check.get("error"):
-                m.check_errors.labels(name).inc()
-                if name in STATE_CHECKS:
-                    m.state_errors.labels(self.backend or "none").inc()
-                if name in SCANNER_CHECKS:
-                    m.scanner_errors.labels(name).inc()
-                continue
-            if name == "dkim" and check["action"] == "accept":
-                for algorithm in dkim_algorithms(check.get("reason", "")):
-                    m.dkim_signatures.labels(algorithm).inc()
-        for check in [*record.get("checks", ()), *refusals]:
-            if check["name"] == "rate_limit" and check["action"] == "tempfail":
-                match = RATE_REASON.search(check.get("reason", ""))
-                if match and not check.get("error"):
-                    m.rate_limit_hits.labels(source, f"{match[1]}_per_{match[2]}").inc()
+        source = record.source or "none"
+        m.messages.labels(source, record.action.label, record.outcome).inc()
+        if record.size:
+            m.message_bytes.labels(source).inc(record.size)
+        for check in record.checks:
+            m.check_duration.labels(check.name).observe(check.ms / 1000)
+            if check.error:
+                self._count_error(m, check.name)
+            for algorithm in dkim_algorithms(check):
+                m.dkim_signatures.labels(algorithm).inc()
+        for entry in [*record.checks, *(r.as_check() for r in record.recipient_refusals)]:
+            limit = rate_limit_hit(entry)
+            if limit is not None:
+                m.rate_limit_hits.labels(source, limit).inc()
 
-
-def dkim_algorithms(reason: str) -> list[str]:
-    """'signed d=example.com s=sel1(rsa),sel2(ed25519)' -> ['rsa', 'ed25519']."""
-    if not reason.startswith("signed "):
-        return []
-    return DKIM_SELECTOR.findall(reason)
+    def _count_error(self, m: _Metrics, name: str) -> None:
+        m.check_errors.labels(name).inc()
+        if name in STATE_CHECKS:
+            m.state_errors.labels(self.backend or "none").inc()
+        if name in SCANNER_CHECKS:
+            m.scanner_errors.labels(name).inc()
 
 
 def observers(config: Config) -> Sequence[MetricsObserver]:
@@ -172,7 +177,8 @@ class StateCollector(Collector):
         )
         if store is not None:
             try:
-                disabled = store.all_disabled()
+                now = time.time()  # an automatic lock past its expiry stops nothing
+                disabled = [d for d in store.all_disabled() if d.in_force(now)]
             except StateUnavailable as exc:
                 log.warning("metrics: %s", exc)
                 up.add_metric([], 0)

@@ -23,6 +23,14 @@ ZONES = {
 _spf TXT "v=spf1 a mx -all"
 _dmarc TXT "v=DMARC1; p=reject; adkim=s; aspf=r; rua=mailto:dmarc@good.test"
 @ MX 10 mx.good.test.
+bulk A 192.0.2.10
+mail2 A 192.0.2.11
+""",
+    # Reverse DNS of the outbound paths' addresses (RFC 1035 §3.5).
+    "2.0.192.in-addr.arpa": """
+10 PTR bulk.good.test.
+11 PTR mail2.good.test.
+12 PTR nowhere.good.test.
 """,
     "toomany.test": f"""
 @ TXT ( "v=spf1 {INCLUDES_SPLIT} +all" )
@@ -209,3 +217,77 @@ def test_rotation_switches_only_once_dns_serves_the_new_keys(
     status, out = dkim(capsys, "rotate", *base, "--nameserver", "127.0.0.1", "--port", "9")
     assert "old-rsa: grace period over, key deleted; remove TXT old-rsa._domainkey.rot.test" in out
     assert not (keys / "rot.test" / "old-rsa.key").exists()
+
+
+# --- outbound paths -------------------------------------------------------------------------
+
+PATHS = """
+[[outbound_paths]]
+name = "bulk"
+bind_address = "192.0.2.10"
+helo_name = "bulk.good.test"
+
+[[outbound_paths]]
+name = "partner"
+relayhost = "[smtp.partner.example]:587"
+"""
+
+BAD_PATHS = """
+[[outbound_paths]]
+name = "wrong-helo"
+bind_address = "192.0.2.11"
+helo_name = "bulk.good.test"
+
+[[outbound_paths]]
+name = "no-forward"
+bind_address = "192.0.2.12"
+helo_name = "nowhere.good.test"
+
+[[outbound_paths]]
+name = "no-ptr"
+bind_address = "192.0.2.13"
+
+[[outbound_paths]]
+name = "outside-spf"
+bind_address = "198.51.100.9"
+"""
+
+
+def paths_config(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "keys").mkdir(exist_ok=True)
+    config = tmp_path / "relayguard.toml"
+    source = '[[sources]]\nname = "news"\nsasl_users = ["news"]\nsenders = ["@good.test"]\n'
+    config.write_text(f'[dkim]\nkey_directory = "{tmp_path / "keys"}"\n{source}{text}')
+    return config
+
+
+def test_outbound_path_with_matching_reverse_dns_helo_and_spf_passes(
+    dns: DnsServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = paths_config(tmp_path, PATHS)
+    status, findings = audit(dns, capsys, "good.test", "--config", str(config))
+    assert not [key for key in findings if key[1] == "fail"], findings
+    assert "relay address 192.0.2.10 is covered by SPF" in findings["spf", "pass"]
+    assert findings["outbound", "pass"] == [
+        "path bulk: 192.0.2.10 has reverse DNS bulk.good.test, confirmed",
+        "path bulk: HELO bulk.good.test matches reverse DNS",
+        "path partner sends through [smtp.partner.example]:587: no address of its own to check",
+    ]
+    assert status == 0
+
+
+def test_outbound_path_without_reverse_dns_helo_or_spf_fails(
+    dns: DnsServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = paths_config(tmp_path, BAD_PATHS)
+    status, findings = audit(dns, capsys, "good.test", "--config", str(config))
+    assert status == 1
+    assert findings["outbound", "fail"] == [
+        "path wrong-helo: HELO bulk.good.test is not the reverse DNS of 192.0.2.11"
+        " (mail2.good.test)",
+        "path no-forward: reverse DNS of 192.0.2.12 (nowhere.good.test) does not resolve back"
+        " to it",
+        "path no-ptr: 192.0.2.13 has no reverse DNS (PTR)",
+        "path outside-spf: 198.51.100.9 has no reverse DNS (PTR)",
+    ]
+    assert findings["spf", "fail"] == ["relay address 198.51.100.9 is not in SPF's ip4/ip6 terms"]

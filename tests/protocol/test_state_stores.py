@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from relayguard.state import StateStore, StateUnavailable
+from relayguard.state import ApiToken, IdempotencyRecord, StateStore, StateUnavailable
 from relayguard.state.redis import RedisStore
 from relayguard.state.sqlite import SqliteStore
 from tests.support.redis_server import RedisServer
@@ -146,3 +147,112 @@ def test_redis_down_is_unavailable_and_recovers(tmp_path: Path) -> None:
         assert store.consume("k", 1, 5, 60, T0).used == 1  # EVALSHA falls back to EVAL
     finally:
         server.stop()
+
+
+def test_api_tokens_are_listed_found_and_revoked_once(store: StateStore) -> None:
+    first = ApiToken("a1", "erp", "d" * 64, "alice", T0, expires=T0 + 3600)
+    second = ApiToken("b2", "printer", "e" * 64, "bob", T0 + 1)
+    store.add_api_token(first)
+    store.add_api_token(second)
+    assert store.api_token("a1") == first
+    assert store.api_token("zz") is None
+    assert [t.token_id for t in store.api_tokens()] == ["a1", "b2"]
+    assert store.api_tokens("printer") == [second]
+    assert store.revoke_api_token("b2", T0 + 5) is True
+    assert store.revoke_api_token("b2", T0 + 6) is False  # the first revocation time stays
+    assert store.revoke_api_token("zz", T0) is False
+    revoked = store.api_token("b2")
+    assert revoked is not None and revoked.revoked == T0 + 5
+    assert store.api_token("a1") == first  # the other token is untouched
+
+
+def test_idempotency_first_claim_wins_until_released_or_expired(store: StateStore) -> None:
+    assert store.claim_idempotency("erp:k1", "fp1", T0, 60) is None
+    assert store.claim_idempotency("erp:k1", "fp2", T0 + 1, 60) == IdempotencyRecord("fp1", "")
+    store.finish_idempotency("erp:k1", '{"status": 202}', T0 + 2, 86400)
+    done = store.claim_idempotency("erp:k1", "fp1", T0 + 3, 60)
+    assert done == IdempotencyRecord("fp1", '{"status": 202}')
+    store.release_idempotency("erp:k1")
+    assert store.claim_idempotency("erp:k1", "fp3", T0 + 4, 60) is None
+
+
+def test_sqlite_idempotency_record_expires(tmp_path: Path) -> None:
+    """Redis expires keys on its own clock (PX), tested with a short real TTL below."""
+    store = SqliteStore(tmp_path / "state.sqlite3")
+    assert store.claim_idempotency("k", "fp1", T0, 10) is None
+    assert store.claim_idempotency("k", "fp2", T0 + 9, 10) is not None
+    assert store.claim_idempotency("k", "fp2", T0 + 10, 10) is None
+
+
+def test_redis_idempotency_record_expires(redis_server: RedisServer, tmp_path: Path) -> None:
+    store = RedisStore(redis_server.url, prefix=f"test-{tmp_path.name}:")
+    assert store.claim_idempotency("k", "fp1", T0, 0.2) is None
+    assert store.claim_idempotency("k", "fp2", T0, 0.2) is not None
+    time.sleep(0.3)
+    assert store.claim_idempotency("k", "fp2", T0, 0.2) is None
+
+
+def test_lock_with_expiry_lifts_itself_and_auto_disable_keeps_a_lock_in_force(
+    store: StateStore,
+) -> None:
+    assert store.auto_disable("erp", "auto-lock: volume burst", "anomaly", T0, T0 + 600) is True
+    entry = store.disabled("erp")
+    assert entry is not None and entry.expires == T0 + 600
+    assert entry.in_force(T0 + 599) and not entry.in_force(T0 + 600)
+    # In force: neither a second automatic lock nor its reason replaces it.
+    assert store.auto_disable("erp", "auto-lock: other", "anomaly", T0 + 10) is False
+    assert store.disabled("erp") == entry
+    # Expired: an automatic lock may take its place.
+    assert store.auto_disable("erp", "auto-lock: again", "anomaly", T0 + 600) is True
+    again = store.disabled("erp")
+    assert again is not None and (again.reason, again.expires) == ("auto-lock: again", None)
+    # An operator's lock (no expiry) is never replaced by an automatic one.
+    store.disable("printer", "ticket 4711", "alice", T0)
+    assert store.auto_disable("printer", "auto-lock: x", "anomaly", T0 + 1) is False
+    manual = store.disabled("printer")
+    assert manual is not None and (manual.reason, manual.expires) == ("ticket 4711", None)
+    assert [d.source for d in store.all_disabled()] == ["erp", "printer"]
+
+
+def test_baseline_compare_and_set(store: StateStore) -> None:
+    assert store.baseline("erp") is None
+    assert store.replace_baseline("erp", '{"n": 1}', 0) is True
+    assert store.replace_baseline("erp", '{"n": 9}', 0) is False  # someone created it first
+    first = store.baseline("erp")
+    assert first is not None and first.data == '{"n": 1}'
+    assert store.replace_baseline("erp", '{"n": 2}', first.version) is True
+    assert store.replace_baseline("erp", '{"n": 3}', first.version) is False  # stale version
+    second = store.baseline("erp")
+    assert second is not None and (second.data, second.version) == ('{"n": 2}', first.version + 1)
+    assert store.baseline("printer") is None
+
+
+def test_learn_domains_reports_new_ones_and_forgets_old_ones(store: StateStore) -> None:
+    assert store.learn_domains("erp", ["a.example", "b.example"], T0, 0) == {
+        "a.example",
+        "b.example",
+    }
+    assert store.learn_domains("erp", ["a.example", "c.example"], T0 + 10, 0) == {"c.example"}
+    assert store.learn_domains("printer", ["a.example"], T0 + 10, 0) == {"a.example"}
+    assert store.learn_domains("erp", [], T0 + 20, 0) == set()
+    # b.example was last seen at T0, a.example at T0 + 10: forgetting before T0 + 5 drops b only.
+    assert store.learn_domains("erp", ["a.example", "b.example"], T0 + 30, T0 + 5) == {"b.example"}
+
+
+def test_sqlite_adds_the_expiry_column_to_an_older_database(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE disabled (source TEXT PRIMARY KEY, reason TEXT NOT NULL,"
+            " actor TEXT NOT NULL, since REAL NOT NULL)"
+        )
+        conn.execute("INSERT INTO disabled VALUES ('printer', 'old', 'alice', 1.0)")
+    store = SqliteStore(path)
+    try:
+        old = store.disabled("printer")
+        assert old is not None and (old.reason, old.expires) == ("old", None)
+        store.disable("erp", "auto-lock: x", "anomaly", T0, T0 + 60)
+        new = store.disabled("erp")
+        assert new is not None and new.expires == T0 + 60
+    finally:
+        store.close()

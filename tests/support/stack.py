@@ -701,6 +701,7 @@ class ReceivedMessage:
     rcpt_tos: tuple[str, ...]
     data: bytes
     peer: str
+    helo: str = ""  # the name the relay announced in EHLO/HELO
 
     def message(self) -> EmailMessage:
         parsed = email.message_from_bytes(self.data, policy=email.policy.default)
@@ -737,6 +738,7 @@ class _SinkHandler:
             rcpt_tos=tuple(str(rcpt) for rcpt in envelope.rcpt_tos),
             data=bytes(content),
             peer=str(session.peer),
+            helo=str(session.host_name or ""),
         )
         with self.changed:
             self.attempts += 1

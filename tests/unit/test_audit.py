@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from relayguard.config import load_config
+from relayguard.core.audit_record import AdminRecord
 from relayguard.core.message import Client, message_from_bytes
 from relayguard.core.verdict import Action
 from relayguard.engine.audit import AuditLog
@@ -70,11 +71,11 @@ def test_one_line_per_decision_with_the_documented_fields(
 def test_reopens_after_rotation(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     log = AuditLog(path)
-    log.write({"n": 1})
+    log.write(AdminRecord("2026-11-23T10:00:00.000Z", "source_disabled", "alice", "erp", "1"))
     os.rename(path, tmp_path / "audit.jsonl.1")
-    log.write({"n": 2})
-    assert (tmp_path / "audit.jsonl.1").read_text() == '{"n":1}\n'
-    assert path.read_text() == '{"n":2}\n'
+    log.write(AdminRecord("2026-11-23T10:00:01.000Z", "source_enabled", "alice", "erp", "2"))
+    assert [json.loads(line)["reason"] for line in (tmp_path / "audit.jsonl.1").open()] == ["1"]
+    assert [json.loads(line)["reason"] for line in path.open()] == ["2"]
 
 
 def test_unwritable_audit_log_is_a_temporary_failure(

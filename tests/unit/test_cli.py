@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,3 +138,69 @@ def test_test_message_usage_errors(write_config: Callable[..., Path], data: Path
     missing = run_cli("test-message", data / "absent.eml", "--config", config, "--source", "erp")
     assert missing.returncode == 2
     assert "cannot read" in missing.stderr
+
+
+# --- start-up: each command imports only what it runs ----------------------------------------
+
+AFTER_MAIN = """
+import json, sys
+from relayguard.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+loaded = sorted(sys.modules)
+from relayguard.dkim import openssl
+print(json.dumps({"modules": loaded, "openssl": openssl.installed()}), file=sys.stderr)
+"""
+
+
+def run_in_fresh_interpreter(*args: str | Path) -> dict[str, Any]:
+    """`relayguard ARGS` in a new interpreter: the modules it imported, and whether dkimpy
+    signs RSA through OpenSSL afterwards."""
+    result = subprocess.run(
+        [sys.executable, "-c", AFTER_MAIN, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    found: dict[str, Any] = json.loads(result.stderr.splitlines()[-1])
+    return found
+
+
+def modules_loaded_by(*args: str | Path) -> set[str]:
+    return set(run_in_fresh_interpreter(*args)["modules"])
+
+
+def test_help_imports_no_command() -> None:
+    """`relayguard --help` lists every command from the entry point's table alone."""
+    ours = {name for name in modules_loaded_by("--help") if name.startswith("relayguard")}
+    assert ours == {"relayguard", "relayguard.cli", "relayguard.core", "relayguard.core.errors"}
+
+
+def test_test_message_imports_no_other_command_nor_unused_backend(
+    write_config: Callable[..., Path], data: Path
+) -> None:
+    """The dry run of a config without [urls] or [state], on a message without a PDF: none of
+    the libraries those need (each tens of milliseconds to import) is loaded."""
+    loaded = modules_loaded_by(
+        "test-message", data / "good.eml", "--config", write_config(),
+        "--source", "scanner-hq", "--json",
+    )  # fmt: skip
+    assert "relayguard.engine.transaction" in loaded  # it did run the pipeline
+    commands = {name for name in loaded if name.startswith("relayguard.cli.")}
+    assert commands == {"relayguard.cli.test_message"}
+    heavy = {"relayguard.scanners.dns", "redis", "pypdf", "aiohttp", "relayguard.daemon.server"}
+    assert heavy & loaded == set()
+
+
+def test_test_message_signs_through_openssl_like_a_worker(
+    write_config: Callable[..., Path], data: Path
+) -> None:
+    """The dry run installs what a worker installs at start (nothing does it at import)."""
+    after = run_in_fresh_interpreter(
+        "test-message", data / "good.eml", "--config", write_config(), "--source", "scanner-hq"
+    )
+    assert after["openssl"] is True
+    assert run_in_fresh_interpreter("--help")["openssl"] is False

@@ -12,10 +12,11 @@ from tests.support.documents import docx, nested_zip, pdf, zip_bytes
 from relayguard.checks import Stage, Subject, clamav, dlp, mime_limits, urls
 from relayguard.checks import yara as yara_check
 from relayguard.config import Config, load_config
-from relayguard.config.content import ClamavSettings
+from relayguard.config.scanners import ClamavSettings
 from relayguard.core.message import Client, Envelope, message_from_bytes
 from relayguard.core.verdict import Action
 from relayguard.engine.pipeline import Pipeline
+from relayguard.scanners import dnsbl
 from relayguard.scanners.clamd import ScannerUnavailable, ScanResult
 
 pytestmark = pytest.mark.unit
@@ -346,7 +347,7 @@ def test_url_in_html_href_and_tag_zone_with_codes(config: Config) -> None:
 
 def test_url_dns_failure_is_its_own_outcome(config: Config) -> None:
     def broken(name: str) -> list[str]:
-        raise urls.LookupFailed("Timeout")
+        raise dnsbl.LookupFailed("Timeout")
 
     action, reason, error = url_verdict(config, message("http://x.example/"), broken)
     assert (action, error) == (Action.TAG, True)
@@ -370,7 +371,7 @@ def test_host_parsing() -> None:
     assert urls.host_of("http://bücher.example/") == "xn--bcher-kva.example"
     assert urls.host_of("http://[2001:db8::1]/") == "2001:db8::1"
     assert urls.host_of("http://localhost/") is None
-    assert urls.query_names("2001:db8::1")[0].endswith(".8.b.d.0.1.0.0.2")
+    assert dnsbl.query_names("2001:db8::1")[0].endswith(".8.b.d.0.1.0.0.2")
 
 
 # --- limits and the whole pipeline ------------------------------------------------------
@@ -386,3 +387,15 @@ def test_pipeline_runs_content_checks_in_order(config: Config) -> None:
     names = [c.name for c in Pipeline.for_config(config).checks[Stage.END]]
     content = [n for n in names if n in ("mime_limits", "clamav", "yara", "dlp", "urls")]
     assert content == ["mime_limits", "yara", "dlp", "urls"]  # no [clamav] in this config
+
+
+def test_clamav_alone_runs_no_mime_walk(tmp_path: Path) -> None:
+    """clamd decodes the message itself: with no YARA, DLP or URL check there is no walk (and no
+    walk-limits check) to pay for; clamd's own limits and encrypted alerts stand in for it."""
+    path = tmp_path / "clamav-only.toml"
+    path.write_text(
+        '[[sources]]\nname = "erp"\nsasl_users = ["erp"]\nsenders = ["@example.com"]\n'
+        '[clamav]\nsocket = "unix:/run/clamav/clamd.ctl"\n'
+    )
+    names = [c.name for c in Pipeline.for_config(load_config(path)).checks[Stage.END]]
+    assert "clamav" in names and "mime_limits" not in names

@@ -46,7 +46,7 @@ def test_defaults_without_content_sections(tmp_path: Path) -> None:
     content = load_config(write(tmp_path, "")).content
     assert (content.clamav, content.yara, content.urls) == (None, None, None)
     assert content.limit_action is Action.QUARANTINE
-    assert not content.scans_content
+    assert not content.walks_content
 
 
 def test_full_content_configuration(tmp_path: Path) -> None:
@@ -112,7 +112,7 @@ codes = ["127.0.1.2"]
     assert content.yara is not None and content.yara.compiled.info[0].name == "local:r"
     assert content.dlp.profile_for(config.source("erp")).name == "pci"  # type: ignore[union-attr]
     assert content.urls is not None and content.urls.blocklists[0].codes == {"127.0.1.2"}
-    assert content.scans_content
+    assert content.walks_content
 
 
 def test_yara_syntax_error_names_file_and_line(tmp_path: Path) -> None:

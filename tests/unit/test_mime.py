@@ -8,6 +8,8 @@ import re
 from email.message import EmailMessage
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.support.documents import nested_zip, zip_bytes
 
 from relayguard.core.message import Client, Envelope, message_from_bytes
@@ -236,6 +238,20 @@ def test_raw_message_round_trip_and_per_thread_cache() -> None:
     assert walk_message(other, WalkLimits()) is not first
 
 
+def test_every_scanner_reads_one_raw_buffer_built_once() -> None:
+    """clamd, YARA and the spam check each called raw_message: three copies of a 30 MB message.
+    Now the first call builds the buffer and every later one gets the same object, until the
+    content checks are over (release_walk)."""
+    source = base("shared").as_bytes().replace(b"\n", b"\r\n")
+    message = message_from_bytes(source, Envelope(Client(), ""))
+    first = raw_message(message)
+    assert first == source
+    assert raw_message(message) is first and message.raw() is first
+    release_walk(message)
+    again = raw_message(message)
+    assert again == first and again is not first
+
+
 def test_thirty_megabyte_attachment_is_walked() -> None:
     msg = base()
     msg.add_attachment(
@@ -298,13 +314,37 @@ def test_base64_runs_walk_exactly_as_the_parser_would(
 ) -> None:
     raw = blob_messages()[name]
     fast = walk(raw)
-    monkeypatch.setattr(mime, "BASE64_RUN", re.compile(rb"(?!)"))  # never matches: parser only
+    monkeypatch.setattr(mime, "base64_runs", lambda data: iter(()))  # none: parser only
     slow = walk(raw)
     assert [(p.path, p.content_type, p.filename, p.charset, p.data) for p in fast.parts] == [
         (p.path, p.content_type, p.filename, p.charset, p.data) for p in slow.parts
     ]
     assert (fast.defects, fast.decoded_bytes) == (slow.defects, slow.decoded_bytes)
     assert fast.parts and all(mime.Blobs().prefix[:16] not in p.text() for p in fast.parts)
+
+
+# What base64_runs finds, said as one regular expression (the way it was found before): every
+# maximal run of the alphabet at least BLOB_MIN long.
+BASE64_RUN = re.compile(rb"(?<![A-Za-z0-9+/=\r\n])[A-Za-z0-9+/=\r\n]{%d,}" % mime.BLOB_MIN)
+RUN_PIECES = st.sampled_from(
+    [b"A" * 20_000, b"Zm9v\r\n" * 3_000, b" ", b"-", b"text words ", b"\r\n", b"x" * 40_000]
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(RUN_PIECES, max_size=12).map(b"".join))
+def test_base64_runs_are_the_maximal_runs_of_the_alphabet(data: bytes) -> None:
+    expected = [found.span() for found in BASE64_RUN.finditer(data)]
+    assert list(mime.base64_runs(data)) == expected
+
+
+@pytest.mark.parametrize("length", [mime.BLOB_MIN - 1, mime.BLOB_MIN, mime.BLOB_MIN + 1])
+@pytest.mark.parametrize("offset", [0, 1, 5_000, 16_383, 32_767, 32_768, 40_000])
+def test_runs_just_long_enough_are_found_wherever_they_start(length: int, offset: int) -> None:
+    """A run of BLOB_MIN bytes holds one whole step of BLOB_MIN / 2 wherever it starts."""
+    data = b"t" * offset + b" " + b"A" * length + b"-end"
+    expected = [found.span() for found in BASE64_RUN.finditer(data)]
+    assert list(mime.base64_runs(data)) == expected
 
 
 def test_attachment_run_is_kept_out_of_the_parser() -> None:

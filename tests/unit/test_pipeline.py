@@ -312,9 +312,7 @@ def test_failing_observer_does_not_change_the_decision(config: Config, data: Pat
     def broken(record: object) -> None:
         raise RuntimeError("metrics backend gone")
 
-    runtime = replace(
-        Runtime.build(config), observers=(broken, lambda r: seen.append(r["outcome"]))
-    )
+    runtime = replace(Runtime.build(config), observers=(broken, lambda r: seen.append(r.outcome)))
     tx = Transaction(runtime, SCANNER)
     tx.mail("<scanner@example.com>")
     tx.rcpt("<alice@example.com>")

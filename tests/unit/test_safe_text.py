@@ -17,13 +17,14 @@ from tests.support.documents import CONTENT_TYPES, zip_bytes
 
 from relayguard.checks import Subject, dlp, mime_limits
 from relayguard.checks import yara as yara_check
-from relayguard.cli import quarantine, report, rules
+from relayguard.cli import report, rules
 from relayguard.cli import test_message as testmessage
 from relayguard.config import Config, load_config
 from relayguard.core.message import Client, Envelope, message_from_bytes
 from relayguard.core.safe_text import UNSAFE, printable
 from relayguard.core.verdict import Action
 from relayguard.dlp.extract import MAX_XML_MEMBER
+from relayguard.engine import quarantine
 
 pytestmark = pytest.mark.unit
 

@@ -17,6 +17,7 @@ from relayguard.checks.killswitch import KillSwitch
 from relayguard.checks.ratelimit import RateLimit
 from relayguard.cli import report
 from relayguard.config import Config, load_config
+from relayguard.core.audit_record import AdminRecord, parse_record
 from relayguard.core.errors import ConfigError
 from relayguard.core.message import Client, Envelope, Message
 from relayguard.core.verdict import Action
@@ -113,6 +114,18 @@ def test_kill_switch_refuses_a_disabled_source(config: Config, tmp_path: Path) -
     )
 
 
+def test_kill_switch_admits_a_source_whose_automatic_lock_expired(
+    config: Config, tmp_path: Path
+) -> None:
+    store = SqliteStore(tmp_path / "ks.sqlite3")
+    now = [1000.0]
+    check = KillSwitch(store, clock=lambda: now[0])
+    store.disable("scanner-hq", "auto-lock: volume burst", "anomaly", 900.0, expires=1600.0)
+    assert check(subject(config)).action is Action.REJECT
+    now[0] = 1600.0
+    assert check(subject(config)).action is Action.ACCEPT
+
+
 @pytest.mark.parametrize("action", [Action.TEMPFAIL, Action.REJECT])
 def test_backend_down_is_an_explicit_error_verdict(config: Config, action: Action) -> None:
     for run in (KillSwitch(DownStore(), action), RateLimit(DownStore(), action).at_mail):
@@ -156,19 +169,22 @@ def test_window_forgets_each_bucket_exactly_one_window_after_it_ends() -> None:
 
 
 RECORD: dict[str, Any] = {
-    "time": "2026-11-23T10:00:00.000Z", "stage": "end", "mode": "enforce", "source": "erp",
+    "v": 2, "time": "2026-11-23T10:00:00.000Z", "stage": "end", "mode": "enforce", "source": "erp",
     "client_address": "192.0.2.1", "sasl_user": "erp", "cert_subject": None,
     "mail_from": "erp@example.com", "recipients": ["a@example.com"],
     "recipient_refusals": [{"recipient": "b@example.com", "check": "rate_limit", "applied": True,
                             "reason": "source erp is over its limit of 5 recipients per hour;"
-                                      " retry in 3 s"}],
+                                      " retry in 3 s",
+                            "facts": {"kind": "recipients", "window": "hour", "limit": 5,
+                                      "retry_after": 3}}],
     "from": "erp@example.com", "size": 2048,
     "checks": [
         {"name": "kill_switch", "action": "accept", "reason": "enabled", "ms": 0.05},
         {"name": "clamav", "action": "tempfail", "reason": "clamd down", "ms": 3.0,
          "error": True},
         {"name": "dkim", "action": "accept", "reason": "signed d=example.com s=a(rsa),b(ed25519)",
-         "ms": 1.5},
+         "ms": 1.5, "facts": {"domain": "example.com", "selectors": ["a", "b"],
+                              "algorithms": ["rsa", "ed25519"]}},
     ],
     "action": "tempfail", "outcome": "tempfail", "reply": "451 4.7.0 x",
 }  # fmt: skip
@@ -178,8 +194,10 @@ def test_metrics_observer_counts_an_audit_record() -> None:
     registry = CollectorRegistry()
     counters = metrics._Metrics(registry)
     observe = metrics.MetricsObserver("redis", lambda: counters)
-    observe(RECORD)
-    observe({"stage": "admin", "event": "source_disabled"})  # not a decision: ignored
+    record = parse_record(RECORD)
+    assert record is not None
+    observe(record)
+    observe(AdminRecord(RECORD["time"], "source_disabled", "alice", "erp"))  # not a decision
 
     def value(name: str, **labels: str) -> float | None:
         return registry.get_sample_value(name, labels)

@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 from relayguard.checks import Check, CheckFunction, Stage, Subject
 from relayguard.config import Config
-from relayguard.config.content import ClamavSettings, ContentSettings
+from relayguard.config.content import ContentSettings
+from relayguard.config.scanners import ClamavSettings
 from relayguard.core.verdict import TEMPORARY_FAILURE, Action, Reply, Verdict
 from relayguard.parsing.mime import raw_message
 from relayguard.scanners.clamd import ClamdClient, Detection, ScannerUnavailable, ScanResult
@@ -51,19 +52,23 @@ def make_check(settings: ClamavSettings, scan: Scanner) -> CheckFunction:
 def found(result: ScanResult, content: ContentSettings) -> Verdict:
     """A virus is refused; what clamd could not scan gets the [content] action, as the walk's."""
     signature = result.signature
-    if result.detection is Detection.LIMIT_EXCEEDED:
+    detection = result.detection or Detection.MALWARE
+    facts = {"signature": signature or "", "detection": detection.value}
+    if detection is Detection.LIMIT_EXCEEDED:
         return Verdict(
             NAME,
             content.limit_action,
             f"content not fully scanned: clamd limit exceeded ({signature})",
+            facts=facts,
         )
-    if result.detection is Detection.ENCRYPTED:
+    if detection is Detection.ENCRYPTED:
         return Verdict(
             NAME,
             content.encrypted_action,
             f"content not fully scanned: clamd found encrypted content ({signature})",
+            facts=facts,
         )
-    return Verdict(NAME, Action.REJECT, f"virus found: {signature}")
+    return Verdict(NAME, Action.REJECT, f"virus found: {signature}", facts=facts)
 
 
 def checks(config: Config) -> tuple[Check, ...]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from relayguard.checks import Check, CheckFunction, Stage, Subject
 from relayguard.config import Config
-from relayguard.config.content import DlpSettings
-from relayguard.core.verdict import Action, Verdict
+from relayguard.config.dlp import DlpSettings
+from relayguard.core.verdict import Action, Facts, FactValue, Verdict
 from relayguard.dlp.profiles import Profile, ProfileAction, scan_parts, summary
 from relayguard.parsing.mime import walk_message
 
@@ -48,18 +48,27 @@ def make_check(settings: DlpSettings) -> CheckFunction:
                 f"profile {profile.name}: {len(scan.unreadable)} part(s) not readable for DLP"
                 f" ({scan.unreadable[0]})",
                 error=True,
+                facts={"profile": profile.name, "unreadable_parts": len(scan.unreadable)},
             )
         found = f"; below thresholds: {summary(scan.counts)}" if scan.counts else ""
+        facts: dict[str, FactValue] = {"profile": profile.name, "parts": scan.scanned_parts}
+        if scan.counts:
+            facts["detectors"] = dict(scan.counts)
         return Verdict(
-            NAME, Action.ACCEPT, f"profile {profile.name}: {scan.scanned_parts} part(s){found}"
+            NAME,
+            Action.ACCEPT,
+            f"profile {profile.name}: {scan.scanned_parts} part(s){found}",
+            facts=facts,
         )
 
     return check_dlp
 
 
 def _triggered(profile: Profile, met: dict[str, int]) -> Verdict:
+    """Names the profile and the detectors with their counts: never what they matched."""
     counts = summary(met)
     action = PROFILE_ACTIONS[profile.action]
+    facts: Facts = {"profile": profile.name, "detectors": dict(met)}
     if profile.action is ProfileAction.ENCRYPT_ROUTE:
         return Verdict(
             NAME,
@@ -69,9 +78,11 @@ def _triggered(profile: Profile, met: dict[str, int]) -> Verdict:
                 (ROUTE_HEADER, ROUTE_VALUE),
                 (TAG_HEADER, f"profile={profile.name}; {counts}"),
             ),
+            facts=facts,
         )
     headers = ((TAG_HEADER, f"profile={profile.name}; {counts}"),) if action is Action.TAG else ()
-    return Verdict(NAME, action, f"DLP profile {profile.name} matched: {counts}", headers=headers)
+    reason = f"DLP profile {profile.name} matched: {counts}"
+    return Verdict(NAME, action, reason, headers=headers, facts=facts)
 
 
 def checks(config: Config) -> tuple[Check, ...]:

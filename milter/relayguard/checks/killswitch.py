@@ -7,6 +7,9 @@ tens of microseconds on SQLite, one round trip on Redis (bench/state_bench.py).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from relayguard.checks import Check, Stage, Subject
 from relayguard.config import Config
 from relayguard.core.verdict import Action, Reply, Verdict
@@ -25,9 +28,15 @@ def unavailable(check: str, exc: StateUnavailable, action: Action) -> Verdict:
 
 
 class KillSwitch:
-    def __init__(self, store: StateStore, failure_action: Action = Action.TEMPFAIL) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        failure_action: Action = Action.TEMPFAIL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.failure_action = failure_action
+        self.clock = clock
 
     def __call__(self, subject: Subject) -> Verdict:
         source = subject.source
@@ -37,7 +46,8 @@ class KillSwitch:
             disabled = self.store.disabled(source.name)
         except StateUnavailable as exc:
             return unavailable(NAME, exc, self.failure_action)
-        if disabled is not None:
+        # An automatic lock (anomaly/) may carry an expiry: past it, the source sends again.
+        if disabled is not None and disabled.in_force(self.clock()):
             # Binding: a sysadmin who pulls the switch on a compromised device in monitor mode
             # means it.
             reason = f"source {source.name} is disabled: {disabled.reason}"

@@ -1,7 +1,8 @@
 """The MIME walk's limits as a check: a message the walker could not fully decode (too deep, too
 many parts, too large, an archive bomb, an encrypted archive) gets the configured action —
-quarantine by default, so nothing is lost and a human decides. It runs before the scanners, which
-share the same walk (mime.walk_message)."""
+quarantine by default, so nothing is lost and a human decides. It runs before the scanners that
+share the same walk (parsing/mime.walk_message): YARA, DLP and URLs. With ClamAV alone there is no
+walk to bound: clamd applies its own limits (AlertExceedsMax, AlertEncrypted*)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,6 @@ def check_limits(subject: Subject) -> Verdict:
 
 
 def checks(config: Config) -> tuple[Check, ...]:
-    if not config.content.scans_content:
+    if not config.content.walks_content:
         return ()
     return (Check(NAME, Stage.END, check_limits),)

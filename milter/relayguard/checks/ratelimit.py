@@ -17,7 +17,7 @@ from collections.abc import Callable
 from relayguard.checks import Check, Stage, Subject
 from relayguard.checks.killswitch import unavailable
 from relayguard.config import Config
-from relayguard.core.verdict import Action, Reply, Verdict
+from relayguard.core.verdict import Action, FactValue, Reply, Verdict
 from relayguard.state import StateStore, StateUnavailable
 from relayguard.state.factory import store_for
 
@@ -73,18 +73,23 @@ class RateLimit:
             )
             return Verdict(NAME, Action.ACCEPT, f"{kind} {used}")
         usage, unit, limit = max(over, key=lambda item: item[0].retry_after)
+        facts: dict[str, FactValue] = {"kind": kind, "window": unit, "limit": limit}
         if amount > limit:
             reason = (
                 f"message of {amount} bytes exceeds source {source.name}'s limit of"
                 f" {limit} {kind} per {unit}"
             )
-            return Verdict(NAME, Action.REJECT, reason, reply=Reply("552", "5.3.4", reason))
+            facts["size"] = amount
+            reply = Reply("552", "5.3.4", reason)
+            return Verdict(NAME, Action.REJECT, reason, reply=reply, facts=facts)
         retry = max(1, math.ceil(usage.retry_after))
         reason = (
             f"source {source.name} is over its limit of {limit} {kind} per {unit};"
             f" retry in {retry} s"
         )
-        return Verdict(NAME, Action.TEMPFAIL, reason, reply=Reply("451", "4.7.1", reason))
+        facts["retry_after"] = retry
+        reply = Reply("451", "4.7.1", reason)
+        return Verdict(NAME, Action.TEMPFAIL, reason, reply=reply, facts=facts)
 
 
 def checks(config: Config) -> tuple[Check, ...]:

@@ -9,6 +9,11 @@ On the submission listeners Postfix lets any certificate its client CA file trus
 
 A source is also bound to Postfix listeners ({daemon_name}): by default, a source identified by its
 address only on the port-25 listener, the one legacy devices use; by login or certificate, any.
+
+The send API's listener (`api`, loopback only) is a door of its own: there the source is the one
+the API names in MAIL FROM's AUTH= parameter ({auth_author}), believed only when the client logged
+in as the API ([api] sasl_user). Anywhere else {auth_author} is ignored, and on `api` every other
+login is refused: nobody but the API can name a source (docs/api.md).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from relayguard.config import Config, Source
+from relayguard.config.api import API_LISTENER
 from relayguard.core.message import Client
 from relayguard.core.verdict import Action, Verdict
 from relayguard.parsing.rfc5322 import ascii_lower
@@ -35,6 +41,8 @@ class Identification:
 
 
 def identify(config: Config, client: Client) -> Identification:
+    if client.daemon_name == API_LISTENER:
+        return _by_api(config, client)
     if client.sasl_user:
         source = config.by_sasl_user.get(ascii_lower(client.sasl_user))
         if source is None:
@@ -50,6 +58,21 @@ def identify(config: Config, client: Client) -> Identification:
         return _on_listener(source, f"client address {client.address}", client, allowed)
     what = f"client {client.address or 'unknown'}"
     return Identification(None, f"{what} is not a registered source (not authenticated)")
+
+
+def _by_api(config: Config, client: Client) -> Identification:
+    api_login = config.api.sasl_user if config.api is not None else ""
+    if not api_login or ascii_lower(client.sasl_user) != ascii_lower(api_login):
+        who = f"SASL user {client.sasl_user!r}" if client.sasl_user else "an unauthenticated client"
+        return Identification(
+            None, f"listener {API_LISTENER} is for the send API's login only, not {who}"
+        )
+    source = config.source(client.auth_author) if client.auth_author else None
+    if source is None:
+        return Identification(
+            None, f"the send API named {client.auth_author!r}, which is not a registered source"
+        )
+    return _on_listener(source, "send API token", client, source.listeners)
 
 
 def _by_certificate(config: Config, client: Client) -> Identification:

@@ -1,11 +1,8 @@
 """URL reputation: host names of the URLs in text and HTML parts, looked up in DNS block lists.
 
-SURBL/URIBL/Spamhaus-DBL style: a listed name `evil.example` answers an A record in 127.0.0.0/8
-for `evil.example.ZONE`; NXDOMAIN means not listed. The host and its parent domains (down to two
-labels) are queried, since lists hold registered domains and we carry no public-suffix list; IP
-hosts are queried reversed (`4.3.2.1.ZONE`). Answers in 127.255.255.0/24 are the lists' own error
-codes (e.g. a query through a refused resolver), not listings. A DNS failure is its own outcome
-with `urls.failure_action` (tag and log by default).
+This check finds the hosts and turns the lists' answers into a verdict; how a list is asked and
+what its answers mean is scanners/dnsbl.py. A DNS failure is its own outcome with
+`urls.failure_action` (tag and log by default).
 """
 
 from __future__ import annotations
@@ -13,18 +10,16 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-
-import dns.exception
-import dns.resolver
 
 from relayguard.checks import Check, CheckFunction, Stage, Subject
 from relayguard.config import Config
-from relayguard.config.content import Blocklist, UrlSettings
-from relayguard.core.verdict import Action, Verdict
+from relayguard.config.urls import UrlSettings
+from relayguard.core.verdict import Action, Facts, FactValue, Verdict
 from relayguard.dlp.extract import document_kind, html_content
 from relayguard.parsing.mime import Part, walk_message
+from relayguard.scanners import dnsbl
 
 NAME = "urls"
 HEADER = "X-Relayguard-URL"
@@ -35,42 +30,12 @@ HOST = re.compile(r"^(?i:https?://)?(?:[^@/?#]*@)?(\[[0-9a-fA-F:.]+\]|[^:/?#\\]+
 LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?$")
 
 
-class LookupFailed(Exception):
-    """The DNS query got no answer (timeout, SERVFAIL, refused): the name is unchecked."""
-
-
-Lookup = Callable[[str], list[str]]  # name -> A records; [] when the name does not exist
-
-
 @dataclass(frozen=True, slots=True)
 class Listing:
     host: str
     queried: str
     zone: str
     action: Action
-
-
-def dns_lookup(settings: UrlSettings) -> Lookup:
-    """A dnspython resolver for the configured servers (or /etc/resolv.conf when none)."""
-    if settings.nameservers:
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = list(settings.nameservers)
-        resolver.port = settings.port
-    else:
-        resolver = dns.resolver.Resolver()
-    resolver.lifetime = settings.timeout
-    resolver.timeout = settings.timeout
-
-    def lookup(name: str) -> list[str]:
-        try:
-            answer = resolver.resolve(name, "A", search=False)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return []
-        except dns.exception.DNSException as exc:
-            raise LookupFailed(f"{type(exc).__name__}") from None
-        return [record.to_text() for record in answer]
-
-    return lookup
 
 
 def urls_in_part(part: Part) -> list[str]:
@@ -102,18 +67,6 @@ def host_of(url: str) -> str | None:
     return host
 
 
-def query_names(host: str) -> list[str]:
-    """The names to look up for one host: IPs reversed; else the host and its parents."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        labels = host.split(".")[-5:]
-        return [".".join(labels[i:]) for i in range(len(labels) - 1)]
-    if address.version == 4:
-        return [".".join(reversed(host.split(".")))]
-    return [".".join(reversed(address.exploded.replace(":", "")))]
-
-
 def hosts_in(parts: Iterable[Part], limit: int) -> tuple[list[str], bool]:
     """Distinct hosts in order of appearance, at most `limit`; True when some were left out."""
     hosts: list[str] = []
@@ -129,17 +82,7 @@ def hosts_in(parts: Iterable[Part], limit: int) -> tuple[list[str], bool]:
     return hosts, False
 
 
-def listed(answers: list[str], blocklist: Blocklist) -> bool:
-    for answer in answers:
-        if blocklist.codes:
-            if answer in blocklist.codes:
-                return True
-        elif answer.startswith("127.") and not answer.startswith("127.255.255."):
-            return True
-    return False
-
-
-def make_check(settings: UrlSettings, lookup: Lookup) -> CheckFunction:
+def make_check(settings: UrlSettings, lookup: dnsbl.Lookup) -> CheckFunction:
     def check_urls(subject: Subject) -> Verdict:
         assert subject.message is not None
         walked = walk_message(subject.message, subject.config.content.limits)
@@ -148,19 +91,11 @@ def make_check(settings: UrlSettings, lookup: Lookup) -> CheckFunction:
         failures: list[str] = []
         for host in hosts:
             for blocklist in settings.blocklists:
-                for name in query_names(host):
-                    queried = f"{name}.{blocklist.zone}"
-                    try:
-                        answers = lookup(queried)
-                    except LookupFailed as exc:
-                        failures.append(f"{blocklist.zone}: {exc}")
-                        break  # this list does not answer; do not hammer it with the parents
-                    if any(a.startswith("127.255.255.") for a in answers):
-                        failures.append(f"{blocklist.zone}: error answer {answers[0]}")
-                        break
-                    if listed(answers, blocklist):
-                        listings.append(Listing(host, name, blocklist.zone, blocklist.action))
-                        break
+                answer = dnsbl.ask(lookup, host, blocklist.zone, blocklist.codes)
+                if answer.failure is not None:
+                    failures.append(answer.failure)
+                elif answer.listed is not None:
+                    listings.append(Listing(host, answer.listed, blocklist.zone, blocklist.action))
         return _verdict(
             settings,
             subject,
@@ -186,9 +121,14 @@ def _verdict(
         worst = max(listings, key=lambda item: item.action)
         names = sorted({f"{item.queried} ({item.zone})" for item in listings})
         headers = ((HEADER, "listed: " + ", ".join(names)),) if worst.action is Action.TAG else ()
-        return Verdict(
-            NAME, worst.action, f"URL domain listed: {', '.join(names)}", headers=headers
-        )
+        # Counts and the configured zones: the listed names themselves come from the message.
+        listed: Facts = {
+            "hosts": len(hosts),
+            "listed": len({item.host for item in listings}),
+            "zones": tuple(sorted({item.zone for item in listings})),
+        }
+        reason = f"URL domain listed: {', '.join(names)}"
+        return Verdict(NAME, worst.action, reason, headers=headers, facts=listed)
     if failures:
         log.warning(
             "%s: URL block list lookups failed: %s",
@@ -205,13 +145,18 @@ def _verdict(
             f"URL block list lookup failed for {', '.join(zones)}",
             headers=headers,
             error=True,
+            facts={"hosts": len(hosts), "failed_zones": tuple(zones)},
         )
     more = " (more not checked: urls.max_domains)" if truncated else ""
-    return Verdict(NAME, Action.ACCEPT, f"{len(hosts)} URL host(s), none listed{more}")
+    facts: dict[str, FactValue] = {"hosts": len(hosts)}
+    if truncated:
+        facts["truncated"] = True
+    return Verdict(NAME, Action.ACCEPT, f"{len(hosts)} URL host(s), none listed{more}", facts=facts)
 
 
 def checks(config: Config) -> tuple[Check, ...]:
     settings = config.content.urls
     if settings is None:
         return ()
-    return (Check(NAME, Stage.END, make_check(settings, dns_lookup(settings))),)
+    lookup = dnsbl.a_lookup(settings.nameservers, settings.port, settings.timeout)
+    return (Check(NAME, Stage.END, make_check(settings, lookup)),)

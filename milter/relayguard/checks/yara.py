@@ -17,17 +17,18 @@ import yara
 
 from relayguard.checks import Check, CheckFunction, Stage, Subject
 from relayguard.config import Config
-from relayguard.config.content import YaraSettings
-from relayguard.core.verdict import TEMPORARY_FAILURE, Action, Reply, Verdict
+from relayguard.config.scanners import YaraSettings
+from relayguard.core.errors import RelayguardError
+from relayguard.core.verdict import TEMPORARY_FAILURE, Action, Facts, Reply, Verdict
 from relayguard.parsing.mime import Part, raw_message, walk_message
+from relayguard.scanners.yara_rules import RULE_ACTIONS
 
 NAME = "yara"
 HEADER = "X-Relayguard-Yara"
-ACTIONS = {"reject": Action.REJECT, "quarantine": Action.QUARANTINE, "tag": Action.TAG}
 log = logging.getLogger(__name__)
 
 
-class ScanFailed(Exception):
+class ScanFailed(RelayguardError):
     """A YARA scan timed out or failed: the part was not scanned."""
 
 
@@ -82,7 +83,7 @@ def scan(settings: YaraSettings, raw: bytes, parts: list[Part], source: str) -> 
             )
             yield Hit(
                 f"{match.namespace}:{match.rule}",
-                ACTIONS.get(action, settings.default_action),
+                Action.named(action) if action in RULE_ACTIONS else settings.default_action,
                 part.path if part else "",
                 strings,
             )
@@ -116,7 +117,8 @@ def verdict_for(hits: list[Hit]) -> Verdict:
     if len(rules) > 1:
         reason += f"; {len(rules)} rules matched: {', '.join(rules)}"
     headers = ((HEADER, ", ".join(rules)),) if worst.action is Action.TAG else ()
-    return Verdict(NAME, worst.action, reason, headers=headers)
+    facts: Facts = {"rule": worst.rule, "rules": tuple(rules)}
+    return Verdict(NAME, worst.action, reason, headers=headers, facts=facts)
 
 
 def checks(config: Config) -> tuple[Check, ...]:

@@ -12,9 +12,9 @@ Retired keys stay listed by `dkim dns` for `dkim.grace_days`, so mail signed bef
 still verifies while it is in transit or re-checked; a later `rotate` removes their private key
 files once the grace period is over and says which TXT records may go.
 
-These commands read only the [dkim] and [milter] settings they need from the TOML file, not the
-whole validated configuration: the configuration refuses a signed domain without a key, and this
-is how that key gets made.
+These commands read the configuration's sections without its I/O pass or cross-references
+(`parse_sections`): loading it would refuse a signed domain without a key, and this is how that
+key gets made.
 """
 
 from __future__ import annotations
@@ -22,22 +22,20 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import dns.exception
 import dns.resolver
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from relayguard.config import DkimSettings, MilterSettings
+from relayguard.config.reader import parse_sections
 from relayguard.dkim import keys as dkim_keys
 from relayguard.dkim.keys import DkimKeyError, KeyEntry, SigningKey
-
-if TYPE_CHECKING:
-    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+from relayguard.scanners.dns import make_resolver, txt_records
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -53,43 +51,31 @@ class KeySettings:
 
 
 def read_settings(args: argparse.Namespace) -> KeySettings:
-    data: dict[str, Any] = {}
-    if args.config is not None:
-        with args.config.open("rb") as handle:
-            data = tomllib.load(handle)
-    dkim = data.get("dkim", {})
-    directory = args.key_directory or dkim.get("key_directory") or "/etc/relayguard/dkim"
-    user = args.user if args.user is not None else data.get("milter", {}).get("user", "")
-    return KeySettings(Path(directory), str(user), int(dkim.get("grace_days", 7)))
+    """[dkim] and milter.user of --config (their declared defaults without it), then the options."""
+    config = parse_sections(args.config) if args.config is not None else None
+    dkim = config.dkim if config is not None else DkimSettings()
+    milter = config.milter if config is not None else MilterSettings()
+    directory = Path(args.key_directory) if args.key_directory else dkim.key_directory
+    user = args.user if args.user is not None else milter.user
+    return KeySettings(directory, user, dkim.grace_days)
 
 
 def resolver_lookup(nameserver: str | None, port: int) -> dkim_keys.TxtLookup:
     """TXT lookups through the system resolver, or through one named server and port."""
-    if nameserver:
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [nameserver]
-        resolver.port = port
-    else:
-        resolver = dns.resolver.Resolver()
-    resolver.lifetime = 5.0
-    resolver.cache = None
+    resolver = make_resolver([nameserver] if nameserver else [], port)
 
     def lookup(name: str) -> str | None:
         try:
-            answer = resolver.resolve(name, "TXT")
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers):
+            records = txt_records(resolver, name)
+        except (dns.resolver.NoNameservers, dns.exception.Timeout):
             return None
-        except dns.exception.Timeout:
-            return None
-        # RFC 6376 §3.6.2.2: the strings of one TXT record are concatenated.
-        return "".join(b"".join(rdata.strings).decode("ascii", "replace") for rdata in answer)
+        return "".join(records) if records else None
 
     return lookup
 
 
-def add_commands(commands: Subcommands) -> None:
-    dkim = commands.add_parser("dkim", help="DKIM keys: generate, print DNS records, rotate")
-    sub = dkim.add_subparsers(dest="dkim_command", required=True)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="dkim_command", required=True)
 
     def common(
         parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace], int]

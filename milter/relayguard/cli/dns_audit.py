@@ -15,18 +15,19 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dns.exception
 import dns.name
 import dns.resolver
+import dns.reversename
 
 from relayguard.cli.dkim import read_settings
+from relayguard.config import parse_config
+from relayguard.config.outbound import OutboundPath
 from relayguard.dkim import keys as dkim_keys
 from relayguard.dkim.keys import DkimKeyError
-
-if TYPE_CHECKING:
-    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+from relayguard.scanners.dns import make_resolver, txt_records
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 SPF_LOOKUP_LIMIT = 10  # RFC 7208 §4.6.4: include, a, mx, ptr, exists and redirect count
@@ -40,7 +41,7 @@ DIRECT_SEND_FIX = (
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    area: str  # spf, dkim, dmarc, mx, direct-send
+    area: str  # spf, dkim, dmarc, mx, direct-send, outbound
     status: str  # pass, warn, fail
     message: str
     fix: str = ""
@@ -53,13 +54,25 @@ class Dns:
         self.resolver = resolver
 
     def txt(self, name: str) -> list[str]:
-        return [b"".join(r.strings).decode("ascii", "replace") for r in self._query(name, "TXT")]
+        return txt_records(self.resolver, name)
 
     def mx(self, name: str) -> list[tuple[int, str]]:
         return sorted(
             (int(r.preference), r.exchange.to_text().rstrip(".").lower())
             for r in self._query(name, "MX")
         )
+
+    def ptr(self, address: str) -> list[str]:
+        """The names of an address's reverse DNS (RFC 1035 §3.5 in-addr.arpa, RFC 3596 ip6.arpa)."""
+        reverse = dns.reversename.from_address(address).to_text()
+        try:
+            records = self._query(reverse, "PTR")
+        except dns.resolver.NoNameservers:
+            return []  # an unassigned or lame-delegated reverse zone: no usable PTR either
+        return [r.target.to_text().rstrip(".").lower() for r in records]
+
+    def addresses(self, name: str) -> list[str]:
+        return [r.address for kind in ("A", "AAAA") for r in self._query(name, kind)]
 
     def _query(self, name: str, kind: str) -> list[Any]:
         try:
@@ -287,31 +300,84 @@ def audit_direct_send(
     return [Finding("direct-send", FAIL, exposure, DIRECT_SEND_FIX)]
 
 
+# --- outbound paths ----------------------------------------------------------------------------
+
+
+def audit_outbound_path(dns_: Dns, path: OutboundPath) -> list[Finding]:
+    """Receivers trust a sending address whose reverse DNS names a host that resolves back to it
+    (forward-confirmed) and is the name it announces in HELO (RFC 5321 §4.1.4); SPF coverage of
+    the address is audit_spf's part."""
+    label = f"path {path.name}"
+    if not path.bind_address:
+        via = f"through {path.relayhost}" if path.relayhost else "from the relay's own address"
+        return [Finding("outbound", PASS, f"{label} sends {via}: no address of its own to check")]
+    address = path.bind_address
+    names = dns_.ptr(address)
+    wanted = path.helo_name or "the path's helo_name"
+    if not names:
+        return [
+            Finding("outbound", FAIL, f"{label}: {address} has no reverse DNS (PTR)",
+                    f"ask whoever runs {address} for a PTR record naming {wanted}")
+        ]  # fmt: skip
+    confirmed = [n for n in names if ipaddress.ip_address(address) in _addresses(dns_, n)]
+    if not confirmed:
+        return [
+            Finding("outbound", FAIL,
+                    f"{label}: reverse DNS of {address} ({', '.join(names)}) does not resolve"
+                    " back to it", f"publish an A/AAAA record {names[0]} -> {address}")
+        ]  # fmt: skip
+    findings = [
+        Finding("outbound", PASS, f"{label}: {address} has reverse DNS {confirmed[0]}, confirmed")
+    ]
+    helo = path.helo_name.rstrip(".").lower()
+    if not helo:
+        findings.append(
+            Finding("outbound", WARN, f"{label} has no helo_name: Postfix announces myhostname",
+                    f"set helo_name = \"{confirmed[0]}\" for the path")
+        )  # fmt: skip
+    elif helo in confirmed:
+        findings.append(Finding("outbound", PASS, f"{label}: HELO {helo} matches reverse DNS"))
+    else:
+        findings.append(
+            Finding("outbound", FAIL,
+                    f"{label}: HELO {helo} is not the reverse DNS of {address} ({confirmed[0]})",
+                    f"set helo_name = \"{confirmed[0]}\" or change the PTR record")
+        )  # fmt: skip
+    return findings
+
+
+def _addresses(dns_: Dns, name: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    return [ipaddress.ip_address(text) for text in dns_.addresses(name)]
+
+
 def audit(
     dns_: Dns,
     domain: str,
     relay_ips: Sequence[str] = (),
     keys: Sequence[dkim_keys.SigningKey] = (),
+    paths: Sequence[OutboundPath] = (),
 ) -> list[Finding]:
-    spf, walk = audit_spf(dns_, domain, relay_ips)
+    """Every check for DOMAIN; each outbound path's own address must be covered by SPF too."""
+    path_ips = [p.bind_address for p in paths if p.bind_address not in ("", *relay_ips)]
+    spf, walk = audit_spf(dns_, domain, [*relay_ips, *dict.fromkeys(path_ips)])
     dmarc, policy = audit_dmarc(dns_, domain)
     mx_findings, mx = audit_mx(dns_, domain)
     direct = audit_direct_send(mx, walk.includes or [], policy)
-    return [*spf, *audit_dkim(dns_, domain, keys), *dmarc, *mx_findings, *direct]
+    outbound = [finding for path in paths for finding in audit_outbound_path(dns_, path)]
+    return [*spf, *audit_dkim(dns_, domain, keys), *dmarc, *mx_findings, *direct, *outbound]
 
 
 # --- the command -------------------------------------------------------------------------------
 
 
-def add_commands(commands: Subcommands) -> None:
-    parser = commands.add_parser(
-        "dns-audit", help="check SPF, DKIM, DMARC, MX and Direct Send exposure of a domain"
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("domain")
     parser.add_argument(
         "--relay-ip", action="append", default=[], help="an address this relay sends from"
     )
-    parser.add_argument("--config", "-c", type=Path, help="read DKIM keys of [dkim] from here")
+    parser.add_argument(
+        "--config", "-c", type=Path, help="read [dkim] keys and [[outbound_paths]] from here"
+    )
     parser.add_argument("--key-directory", help="DKIM key directory (overrides the config)")
     parser.add_argument("--json", action="store_true", help="one JSON object")
     parser.add_argument("--nameserver", help="ask this DNS server instead of the system's")
@@ -340,13 +406,10 @@ def run(args: argparse.Namespace) -> int:
         except DkimKeyError as exc:
             print(f"relayguard dns-audit: {exc}", file=sys.stderr)
             return 2
-    resolver = dns.resolver.Resolver(configure=not args.nameserver)
-    if args.nameserver:
-        resolver.nameservers = [args.nameserver]
-        resolver.port = args.port
-    resolver.lifetime = 5.0
+    paths = tuple(parse_config(args.config).outbound_paths.values()) if args.config else ()
+    resolver = make_resolver([args.nameserver] if args.nameserver else [], args.port)
     try:
-        findings = audit(Dns(resolver), domain, args.relay_ip, keys)
+        findings = audit(Dns(resolver), domain, args.relay_ip, keys, paths)
     except dns.exception.DNSException as exc:
         print(f"relayguard dns-audit: DNS failed: {exc}", file=sys.stderr)
         return 2

@@ -18,16 +18,13 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from relayguard.config import SOURCE_NAME
+from relayguard.core.audit_record import DecisionRecord
 from relayguard.core.safe_text import UNSAFE, printable
-from relayguard.engine.audit_reader import attempts, deciding_check, parse_since, read_audit
+from relayguard.engine.audit_reader import parse_since, read_audit
 from relayguard.parsing.identities import parse_identity
 from relayguard.parsing.rfc5322 import HeaderViolation, ascii_lower, parse_mailbox_field
-
-if TYPE_CHECKING:
-    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 @dataclass
@@ -49,53 +46,49 @@ class Flow:
     unusable: Counter[str] = field(default_factory=Counter)
 
 
-def identity_of(record: dict[str, Any]) -> tuple[str, str] | None:
-    if record.get("sasl_user"):
-        return "sasl", str(record["sasl_user"])
-    if record.get("cert_subject"):
-        return "cert", str(record["cert_subject"])
-    if record.get("client_address"):
-        return "address", str(record["client_address"])
+def identity_of(record: DecisionRecord) -> tuple[str, str] | None:
+    if record.sasl_user:
+        return "sasl", record.sasl_user
+    if record.cert_subject:
+        return "cert", record.cert_subject
+    if record.client_address:
+        return "address", record.client_address
     return None
 
 
-def collect(records: list[dict[str, Any]]) -> list[Flow]:
+def collect(records: list[DecisionRecord]) -> list[Flow]:
     flows: dict[tuple[str, str], Flow] = {}
     for record in records:
         key = identity_of(record)
         if key is None:
             continue
         flow = flows.setdefault(key, Flow(*key))
-        n = attempts(record)
+        n = record.attempts
         flow.decisions += n
-        when = str(record.get("time", ""))
-        flow.first = min(flow.first or when, when)
-        flow.last = max(flow.last, when)
-        if record.get("source"):
-            flow.registered[str(record["source"])] += 1
-        if record.get("stage") == "end":
+        flow.first = min(flow.first or record.time, record.time)
+        flow.last = max(flow.last, record.time)
+        if record.source:
+            flow.registered[record.source] += 1
+        if record.stage == "end":
             flow.messages += 1
-            flow.size += int(record.get("size") or 0)
-        sender = str(record.get("mail_from") or "")
-        if sender:
-            flow.envelope_senders[sender] += 1
-        if record.get("from"):
+            flow.size += record.size or 0
+        if record.mail_from:
+            flow.envelope_senders[record.mail_from] += 1
+        if record.from_header:
             try:
-                mailbox = parse_mailbox_field(str(record["from"]).encode("utf-8"))
+                mailbox = parse_mailbox_field(record.from_header.encode("utf-8"))
                 flow.from_addresses[mailbox.address] += 1
             except HeaderViolation as exc:
                 flow.unusable[f"From header refused: {exc.reason}"] += 1
-        for recipient in record.get("recipients", ()):
-            flow.recipient_domains[ascii_lower(str(recipient).rpartition("@")[2])] += 1
-        if record.get("outcome") != "accept":
+        for recipient in record.recipients:
+            flow.recipient_domains[ascii_lower(recipient.rpartition("@")[2])] += 1
+        if record.outcome != "accept":
             # Every refusing check, not only the deciding one: all must be fixed before enforce.
-            refusing = [c for c in record.get("checks", ()) if c.get("action") != "accept"]
-            refusing += [
-                {"name": r.get("check"), "reason": r.get("reason")}
-                for r in record.get("recipient_refusals", ())
-            ]
-            for check in refusing or [deciding_check(record) or {}]:
-                flow.refusals[f"{check.get('name')}: {check.get('reason')}"] += n
+            refusing = record.refusing_checks()
+            for check in refusing:
+                flow.refusals[f"{check.name}: {check.reason}"] += n
+            if not refusing:
+                flow.refusals[f"{record.outcome}: no check recorded"] += n
     return sorted(flows.values(), key=lambda f: (f.kind, f.identity))
 
 
@@ -203,7 +196,7 @@ def propose(flows: list[Flow], header: str) -> str:
 def inventory(path: Path, since: str | None = None) -> str:
     records = read_audit(path, parse_since(since) if since else None)
     flows = collect(records.decisions)
-    decisions = sum(map(attempts, records.decisions))  # a counted line stands for `count`
+    decisions = sum(r.attempts for r in records.decisions)  # a counted line stands for `count`
     header = (
         f"relayguard inventory of {path}"
         + (f" since {since}" if since else "")
@@ -215,10 +208,7 @@ def inventory(path: Path, since: str | None = None) -> str:
     return propose(flows, header)
 
 
-def add_commands(commands: Subcommands) -> None:
-    parser = commands.add_parser(
-        "inventory", help="propose [[sources]] from a monitor-mode audit log"
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audit-log", type=Path, required=True, help="the JSON-lines audit log")
     parser.add_argument("--since", help="only decisions from this date or time on (ISO 8601)")
     parser.set_defaults(handler=_run)

@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import argparse
 import html
-import re
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+from relayguard.core.audit_record import (
+    AdminRecord,
+    CheckEntry,
+    dkim_algorithms,
+    fact_counts,
+    fact_names,
+    fact_text,
+    rate_limit,
+)
 from relayguard.core.safe_text import printable
-from relayguard.engine.audit_reader import attempts, deciding_check, parse_since, read_audit
-from relayguard.metrics import dkim_algorithms
-
-if TYPE_CHECKING:
-    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+from relayguard.core.verdict import Action
+from relayguard.engine.audit_reader import parse_since, read_audit
 
 CONTENT_RULE_CHECKS = ("yara", "dlp")
-DELIVERED = frozenset({"accept", "tag", "quarantine"})
+DELIVERED = frozenset({Action.ACCEPT, Action.TAG, Action.QUARANTINE})
 
 
 @dataclass
@@ -49,7 +53,7 @@ class Report:
     delivered: int = 0
     signed: int = 0
     dkim_algorithms: Counter[str] = field(default_factory=Counter)
-    admin: list[dict[str, Any]] = field(default_factory=list)
+    admin: list[AdminRecord] = field(default_factory=list)
     unreadable: int = 0
     first: str = ""
     last: str = ""
@@ -57,55 +61,64 @@ class Report:
 
 def build(path: Path, since: str | None = None) -> Report:
     records = read_audit(path, parse_since(since) if since else None)
-    report = Report(path, since, admin=records.admin, unreadable=records.unreadable)
+    # Acts on a source (the kill switch and its kin); console logins and the like are not news here.
+    source_acts = [a for a in records.admin if a.source]
+    report = Report(path, since, admin=source_acts, unreadable=records.unreadable)
     for record in records.decisions:
-        n = attempts(record)
+        n = record.attempts
         report.decisions += n
-        when = str(record.get("time", ""))
+        when = record.time
         report.first = min(report.first or when, when)
         report.last = max(report.last, when)
-        outcome = str(record["outcome"])
-        action = str(record["action"])
-        report.outcomes[outcome] += n
-        volume = report.sources[str(record.get("source") or "(no source)")]
+        report.outcomes[record.outcome] += n
+        volume = report.sources[record.source or "(no source)"]
         volume.decisions += n
-        volume.size += int(record.get("size") or 0)
+        volume.size += record.size or 0
         day = report.days[when[:10]]
-        if action in DELIVERED and record.get("stage") == "end":
+        if record.action in DELIVERED and record.stage == "end":
             volume.delivered += 1
             day["delivered"] += 1
             report.delivered += 1
-            algorithms = [
-                a
-                for c in record.get("checks", ())
-                if c.get("name") == "dkim"
-                for a in dkim_algorithms(str(c.get("reason", "")))
-            ]
+            algorithms = {a for check in record.checks for a in dkim_algorithms(check)}
             if algorithms:
                 report.signed += 1
-                report.dkim_algorithms.update(set(algorithms))
-        elif action in ("reject", "tempfail"):
+                report.dkim_algorithms.update(algorithms)
+        elif record.action >= Action.TEMPFAIL:
             volume.refused += n
             day["refused"] += n
-        if outcome.startswith("would_"):
+        if record.outcome.startswith("would_"):
             volume.would_refuse += n
             day["would refuse"] += n
-        check = deciding_check(record) if outcome != "accept" else None
+        check = record.deciding_check() if record.outcome != "accept" else None
         if check is not None:
-            reason = _generic(str(check.get("reason", "")))
-            report.refusals[f"{check.get('name')}: {reason}"] += n
-        for entry in record.get("checks", ()):
-            name = str(entry.get("name", ""))
-            if entry.get("error"):
-                report.scanner_errors[name] += n
-            elif name.startswith(CONTENT_RULE_CHECKS) and entry.get("action") != "accept":
-                report.content_rules[f"{name}: {entry.get('reason', '')}"] += n
+            report.refusals[refusal_kind(check)] += n
+        for entry in record.checks:
+            if entry.error:
+                report.scanner_errors[entry.name] += n
+            elif entry.name.startswith(CONTENT_RULE_CHECKS) and entry.action is not Action.ACCEPT:
+                report.content_rules.update(dict.fromkeys(content_rules(entry), n))
     return report
 
 
-def _generic(reason: str) -> str:
-    """Group refusals by kind: numbers that change (retry in 37 s) do not split a reason."""
-    return re.sub(r"retry in \d+ s", "retry in N s", reason)
+def refusal_kind(check: CheckEntry) -> str:
+    """Refusals grouped by kind: a rate limit by its limit, not by its changing retry time."""
+    limit = rate_limit(check)
+    if limit is not None:
+        kind, window, most = limit
+        return f"{check.name}: limit of {most} {kind} per {window}"
+    return f"{check.name}: {check.reason}"
+
+
+def content_rules(entry: CheckEntry) -> list[str]:
+    """The YARA rules or DLP detectors that matched; the reason when the line has no facts (v1)."""
+    rules = fact_names(entry.facts, "rules")
+    profile = fact_text(entry.facts, "profile")
+    detectors = sorted(fact_counts(entry.facts, "detectors"))
+    if rules:
+        return [f"{entry.name}: {rule}" for rule in rules]
+    if profile and detectors:
+        return [f"{entry.name}: {profile}/{detector}" for detector in detectors]
+    return [f"{entry.name}: {entry.reason}"]
 
 
 # --- text ----------------------------------------------------------------------------------------
@@ -135,9 +148,7 @@ def format_text(report: Report) -> str:
     if report.admin:
         lines += ["", "kill switch:"]
         lines += [
-            f"  {a.get('time', '')[:19]}  {a.get('event')} {a.get('source')}"
-            f" by {a.get('actor')}: {a.get('reason', '')}"
-            for a in report.admin
+            f"  {a.time[:19]}  {a.event} {a.source} by {a.actor}: {a.reason}" for a in report.admin
         ]
     # Sources, reasons and actors come from the audit log: each line escaped (safe_text).
     return "\n".join(printable(line) for line in lines) + "\n"
@@ -259,9 +270,9 @@ def format_html(report: Report) -> str:
         for name, v in sorted(report.sources.items(), key=lambda kv: -kv[1].decisions)
     )
     admin = "".join(
-        f"<tr><td>{_e(str(a.get('time', ''))[:19].replace('T', ' '))}</td><td>{_e(a.get('event'))}"
-        f"</td><td>{_e(a.get('source'))}</td><td>{_e(a.get('actor'))}</td>"
-        f"<td>{_e(a.get('reason', ''))}</td></tr>"
+        f"<tr><td>{_e(a.time[:19].replace('T', ' '))}</td><td>{_e(a.event)}"
+        f"</td><td>{_e(a.source)}</td><td>{_e(a.actor)}</td>"
+        f"<td>{_e(a.reason)}</td></tr>"
         for a in report.admin
     )
     sources = sorted(report.sources.items(), key=lambda kv: -kv[1].decisions)[:20]
@@ -304,8 +315,7 @@ def format_html(report: Report) -> str:
     )
 
 
-def add_commands(commands: Subcommands) -> None:
-    parser = commands.add_parser("report", help="volume, refusals, rules, DKIM from an audit log")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audit-log", type=Path, required=True, help="the JSON-lines audit log")
     parser.add_argument("--since", help="only decisions from this date or time on (ISO 8601)")
     parser.add_argument("--html", type=Path, help="also write one self-contained HTML page here")

@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from relayguard.checks import Subject, mime_limits
 from relayguard.checks import dlp as dlp_check
@@ -29,9 +29,6 @@ from relayguard.core.safe_text import printable
 from relayguard.core.verdict import Action, Verdict
 from relayguard.dlp.profiles import scan_parts
 from relayguard.parsing.mime import raw_message, walk_message
-
-if TYPE_CHECKING:
-    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 OUTCOMES = {a.label: a for a in (Action.ACCEPT, Action.TAG, Action.QUARANTINE, Action.REJECT)}
 MANIFEST_KEYS = frozenset({"file", "source", "expect", "rules", "detectors", "description"})
@@ -240,8 +237,7 @@ def _run_sample(
 # --- the command line ---------------------------------------------------------------------
 
 
-def add_commands(commands: Subcommands) -> None:
-    parser = commands.add_parser("rules", help="check and test YARA rules and DLP detectors")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="rules_command", required=True)
     check = actions.add_parser("check", help="compile and validate every rule and detector")
     check.add_argument("--config", "-c", type=Path, required=True, help="the relayguard.toml")

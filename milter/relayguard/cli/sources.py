@@ -1,34 +1,41 @@
-"""`relayguard sources disable|enable|disabled`: the kill switch, from the command line.
+"""`relayguard sources list|disable|enable|disabled`: the sources, and the kill switch.
 
-A change is written to the state store (so every milter process and node sharing it refuses or
-admits the source from its next MAIL FROM on) and then audited in the relay's audit log with who
-ran the command and why.
+The work (state store, then an audit line with who ran the command and why) is engine/admin.py,
+which the console shares.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pwd
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from relayguard.config import Config, load_config
-from relayguard.core.errors import AuditError
-from relayguard.engine.audit import AuditLog, now
-from relayguard.state import StateStore, StateUnavailable
-from relayguard.state.factory import open_store
-
-if TYPE_CHECKING:
-    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+from relayguard.cli import add_config_arg
+from relayguard.config import load_config
+from relayguard.engine.admin import (
+    AdminError,
+    NotAudited,
+    disable_source,
+    disabled_sources,
+    enable_source,
+)
+from relayguard.state import Disabled
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def add_source_commands(commands: Subcommands) -> None:
-    """Registers under `relayguard sources`."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="sources_command", required=True)
+    listing = commands.add_parser("list", help="list sources and how they are identified")
+    add_config_arg(listing)
+    listing.add_argument("--json", action="store_true", help="one JSON array")
+    listing.set_defaults(handler=_sources_list)
     disable = commands.add_parser("disable", help="kill switch: refuse a source at once")
     disable.add_argument("name", help="the source's name")
     disable.add_argument("--reason", required=True, help="why (shown in the 550 reply)")
@@ -48,6 +55,38 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", required=True, help="the relayguard.toml")
 
 
+def _sources_list(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    rows: list[dict[str, Any]] = [
+        {
+            "name": s.name,
+            "mode": config.mode_for(s).value,
+            "sasl_users": list(s.sasl_users),
+            "client_cert_subjects": list(s.client_cert_subjects),
+            "networks": [str(n) for n in s.networks],
+            "senders": sorted(s.senders.addresses) + sorted("@" + d for d in s.senders.domains),
+            "recipients": sorted(s.recipients.addresses)
+            + sorted("@" + d for d in s.recipients.domains),
+            "max_recipients": s.max_recipients,
+        }
+        for s in config.sources
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for row in rows:
+        identified = ", ".join(
+            [f"sasl:{u}" for u in row["sasl_users"]]
+            + [f"cert:{c}" for c in row["client_cert_subjects"]]
+            + [f"net:{n}" for n in row["networks"]]
+        )
+        print(f"{row['name']}  [{row['mode']}]  by {identified}")
+        print(f"    senders: {', '.join(row['senders'])}")
+        if row["recipients"]:
+            print(f"    recipients: {', '.join(row['recipients'])}")
+    return EXIT_OK
+
+
 def invoking_user() -> str:
     """Who ran the command: the login behind sudo when there is one."""
     try:
@@ -58,93 +97,60 @@ def invoking_user() -> str:
     return f"{sudo} (sudo as {user})" if sudo and sudo != user else user
 
 
-def _store(config: Config) -> StateStore | None:
-    if config.state is None:
-        print(f"{config.path}: no [state] section: the kill switch needs one", file=sys.stderr)
-        return None
-    return open_store(config.state)
-
-
-def _known(config: Config, name: str) -> bool:
-    if config.source(name) is None:
-        known = ", ".join(s.name for s in config.sources)
-        print(f"no source {name!r} in {config.path} (known: {known})", file=sys.stderr)
-        return False
-    return True
-
-
-def _audit(config: Config, event: str, name: str, actor: str, reason: str) -> int:
-    record: dict[str, Any] = {
-        "time": now(),
-        "stage": "admin",
-        "event": event,
-        "source": name,
-        "actor": actor,
-        "reason": reason,
-    }
+def _guard(action: Callable[[], int]) -> int:
     try:
-        AuditLog(config.relay.audit_log).write(record)
-    except AuditError as exc:
-        print(f"done, but NOT audited: {exc}", file=sys.stderr)
+        return action()
+    except NotAudited as exc:
+        print(str(exc), file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_OK
+    except AdminError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE if exc.usage else EXIT_FAILED
 
 
 def _disable(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    store = _store(config)
-    if store is None or not _known(config, args.name):
-        return EXIT_USAGE
-    reason = " ".join(args.reason.split())
-    if not reason:
-        print("--reason must say why", file=sys.stderr)
-        return EXIT_USAGE
     actor = invoking_user()
-    try:
-        store.disable(args.name, reason, actor, time.time())
-    except StateUnavailable as exc:
-        print(f"not disabled: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        store.close()
-    # The kill switch is binding in monitor mode too (checks/killswitch.py).
-    print(f"source {args.name} disabled by {actor}: {reason}")
-    return _audit(config, "source_disabled", args.name, actor, reason)
+
+    def run() -> int:
+        reason = disable_source(config, args.name, args.reason, actor)
+        print(f"source {args.name} disabled by {actor}: {reason}")
+        return EXIT_OK
+
+    return _guard(run)
 
 
 def _enable(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    store = _store(config)
-    if store is None or not _known(config, args.name):
-        return EXIT_USAGE
     actor = invoking_user()
-    try:
-        changed = store.enable(args.name, actor)
-    except StateUnavailable as exc:
-        print(f"not enabled: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        store.close()
-    if not changed:
-        print(f"source {args.name} was not disabled")
+
+    def run() -> int:
+        if enable_source(config, args.name, args.reason, actor):
+            print(f"source {args.name} enabled by {actor}")
+        else:
+            print(f"source {args.name} was not disabled")
         return EXIT_OK
-    print(f"source {args.name} enabled by {actor}")
-    return _audit(config, "source_enabled", args.name, actor, " ".join(args.reason.split()))
+
+    return _guard(run)
 
 
 def _list(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    store = _store(config)
-    if store is None:
-        return EXIT_USAGE
-    try:
-        entries = store.all_disabled()
-    except StateUnavailable as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        store.close()
-    for entry in entries:
-        since = datetime.fromtimestamp(entry.since, UTC).isoformat(timespec="seconds")
-        print(f"{entry.source}  disabled since {since} by {entry.actor}: {entry.reason}")
-    return EXIT_OK
+
+    def run() -> int:
+        now = time.time()
+        for entry in disabled_sources(config):
+            since = datetime.fromtimestamp(entry.since, UTC).isoformat(timespec="seconds")
+            line = f"{entry.source}  disabled since {since} by {entry.actor}: {entry.reason}"
+            print(line + _expiry(entry, now))
+        return EXIT_OK
+
+    return _guard(run)
+
+
+def _expiry(entry: Disabled, now: float) -> str:
+    """An automatic lock may lift itself (anomaly/): say when, or that it has."""
+    if entry.expires is None:
+        return ""
+    when = datetime.fromtimestamp(entry.expires, UTC).isoformat(timespec="seconds")
+    return f" (until {when})" if entry.in_force(now) else f" (expired {when}: sends again)"

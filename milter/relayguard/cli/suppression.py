@@ -11,7 +11,6 @@ import csv
 import json
 import sys
 import time
-from typing import TYPE_CHECKING
 
 from relayguard.config import load_config
 from relayguard.parsing.rfc5322 import HeaderViolation, parse_envelope_address
@@ -19,17 +18,16 @@ from relayguard.services import unsubscribe
 from relayguard.state import StateStore, StateUnavailable
 from relayguard.state.factory import open_store
 
-if TYPE_CHECKING:
-    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """`relayguard unsubscribe-server`."""
+    parser.add_argument("--config", "-c", required=True, help="the relayguard.toml")
+    parser.set_defaults(handler=lambda args: unsubscribe.serve(args.config))
 
 
-def add_commands(commands: Subcommands) -> None:
-    server = commands.add_parser("unsubscribe-server", help="run the RFC 8058 one-click endpoint")
-    server.add_argument("--config", "-c", required=True, help="the relayguard.toml")
-    server.set_defaults(handler=lambda args: unsubscribe.serve(args.config))
-
-    suppression = commands.add_parser("suppression", help="the suppression list (unsubscribed)")
-    sub = suppression.add_subparsers(dest="suppression_command", required=True)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`relayguard suppression`."""
+    sub = parser.add_subparsers(dest="suppression_command", required=True)
     for name, handler, text in (
         ("list", _list, "list suppressed recipients"),
         ("add", _add, "suppress a recipient for a scope"),

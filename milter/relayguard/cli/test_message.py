@@ -6,24 +6,52 @@ for that source. Nothing is audited: a dry run is not a decision.
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
 from relayguard.checks.source import NETWORK_LISTENERS
-from relayguard.config import Config, Source
+from relayguard.cli import EXIT_OK, EXIT_USAGE, add_config_arg
+from relayguard.config import Config, Source, load_config
 from relayguard.core.errors import RelayguardError
 from relayguard.core.message import Client, Envelope, message_from_bytes
 from relayguard.core.safe_text import printable
 from relayguard.core.verdict import Action, Decision
 from relayguard.engine.audit import AuditLog
-from relayguard.engine.runtime import Runtime
+from relayguard.engine.runtime import Runtime, prepare_process
 from relayguard.engine.transaction import Transaction
 from relayguard.parsing.rfc5322 import HeaderViolation, parse_mailbox_field
 
 
 class DryRunError(RelayguardError):
     """The dry run cannot start (unknown source, unreadable file, no recipient)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="an RFC 5322 message (.eml)")
+    add_config_arg(parser)
+    parser.add_argument("--source", required=True, help="the source to send as")
+    parser.add_argument("--mail-from", help="envelope sender (default: the From address)")
+    parser.add_argument(
+        "--rcpt", action="append", default=[], help="envelope recipient (repeatable; default: To)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    prepare_process()  # sign as a worker does
+    config = load_config(args.config)
+    try:
+        result = dry_run(config, args.file, args.source, args.mail_from, args.rcpt)
+    except DryRunError as exc:
+        print(f"relayguard test-message: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(result, indent=2) if args.json else format_result(result))
+    return EXIT_OK
 
 
 def client_for(source: Source) -> Client:

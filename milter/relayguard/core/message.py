@@ -20,6 +20,8 @@ class Client:
     cert_subject: str = ""
     cert_issuer: str = ""  # the CN of the CA that issued the verified certificate
     daemon_name: str = ""  # the Postfix listener (master.cf milter_macro_daemon_name)
+    # MAIL FROM's AUTH= parameter: believed only from the send API's login on its listener.
+    auth_author: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,24 @@ class Message:
     body: bytes = b""
     size: int = 0
     refused_recipients: tuple[str, ...] = field(default=())
+    # The raw message, built on first use and shared by every scanner (clamd, YARA, spam): one
+    # copy of a 30 MB message instead of one per scanner. A list, so a frozen message can fill it.
+    _raw: list[bytes] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def raw(self) -> bytes:
+        """The message as Postfix passed it: header fields as passed, a blank line, the body."""
+        if not self._raw:
+            fields = [
+                name.encode("utf-8", "surrogateescape") + b": " + value + b"\r\n"
+                for name, value in self.headers
+            ]
+            # One join: one allocation of the exact size, one copy of the body.
+            self._raw.append(b"".join((*fields, b"\r\n", self.body)))
+        return self._raw[0]
+
+    def release_raw(self) -> None:
+        """Free the raw buffer once the scanners are done (signing reads `body`)."""
+        self._raw.clear()
 
     def header_values(self, name: str) -> list[bytes]:
         """Values of every field whose name matches (case-insensitive, RFC 5322 §1.2.2)."""

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+
+# What a check found, as data for metrics and reports (docs/configuration.md, "The audit line"):
+# names chosen by code or configuration (rules, detectors, selectors, zones) and counts, never
+# message content or a DLP match. Readers count these, never the wording of a reason.
+FactValue = str | int | float | bool | tuple[str, ...] | Mapping[str, int]
+Facts = Mapping[str, FactValue]
 
 
 class Action(IntEnum):
@@ -18,6 +25,12 @@ class Action(IntEnum):
     @property
     def label(self) -> str:
         return self.name.lower()
+
+    @classmethod
+    def named(cls, label: str) -> Action:
+        """The action a configuration or rule names by its label ('tempfail'); KeyError if none.
+        The one map from words to actions: each config key declares the subset it allows."""
+        return cls[label.upper()]
 
 
 class Mode(StrEnum):
@@ -64,6 +77,7 @@ class Verdict:
     # Applies in monitor mode too: an operator's decision (the kill switch), not a policy under
     # evaluation.
     binding: bool = False
+    facts: Facts = field(default_factory=dict, hash=False)
 
     @property
     def smtp_reply(self) -> Reply | None:

@@ -81,6 +81,7 @@ class RelayguardMilter(Milter.Base):  # type: ignore[misc]
             cert_subject=self._macro("{cert_subject}"),
             cert_issuer=self._macro("{cert_issuer}"),
             daemon_name=self._macro("{daemon_name}"),
+            auth_author=self._macro("{auth_author}"),
         )
         self.tx = Transaction(self.holder.refresh(), client)
         return self._answer(self.tx.mail(_text(mail_from)))

@@ -34,7 +34,7 @@ from relayguard import metrics
 from relayguard.config import Config, MilterSettings, load_config
 from relayguard.core.errors import ConfigError
 from relayguard.daemon.adapter import listen, run_worker
-from relayguard.engine.runtime import Runtime, RuntimeHolder
+from relayguard.engine.runtime import Runtime, RuntimeHolder, prepare_process
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ class Supervisor:
     def _worker(self, slot: int) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
+        prepare_process()
         runtime = Runtime.build(self.config)
         holder = RuntimeHolder(self.config_path, runtime, lambda: int(self.generation.value))
         threading.Thread(

@@ -28,6 +28,7 @@ from typing import Protocol
 
 import re2
 
+from relayguard.core.errors import RelayguardError
 from relayguard.dlp import validators
 from relayguard.dlp.validators import Validator
 
@@ -213,7 +214,7 @@ def custom_detector(
     )
 
 
-class DetectorError(ValueError):
+class DetectorError(RelayguardError, ValueError):
     """A custom detector that cannot be built; `key` is the [[dlp_detectors]] key at fault."""
 
     def __init__(self, key: str, reason: str) -> None:

@@ -18,8 +18,6 @@ from xml.etree.ElementTree import Element
 
 import defusedxml.ElementTree
 from defusedxml import DefusedXmlException
-from pypdf import PdfReader
-from pypdf.errors import PyPdfError
 
 from relayguard.core.errors import RelayguardError
 from relayguard.parsing.mime import OOXML_MARKER, Part
@@ -164,6 +162,11 @@ def ooxml_text(data: bytes) -> str:
 
 
 def pdf_text(data: bytes) -> str:
+    # Imported here, not at the top: pypdf takes ~50 ms to import and only mail with a PDF needs
+    # it, while every `relayguard` command that reads the configuration imports this module.
+    from pypdf import PdfReader  # noqa: PLC0415
+    from pypdf.errors import PyPdfError  # noqa: PLC0415
+
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:

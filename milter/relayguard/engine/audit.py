@@ -1,5 +1,7 @@
 """The audit log: one JSON line per decision, never message content or secrets.
 
+Each line is a typed record (core/audit_record.py) with its schema version.
+
 Lines are appended with a single write() on an O_APPEND descriptor, so several milter processes can
 share the file. The file is reopened when log rotation replaced it (checked by inode on each write),
 so no signal choreography with logrotate is needed.
@@ -17,13 +19,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
+from relayguard.core.audit_record import AuditRecord, DecisionRecord
 from relayguard.core.errors import AuditError
+from relayguard.core.verdict import Facts, FactValue
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,10 @@ ADDRESS_LIMIT = 256  # RFC 5321 §4.5.3.1.3: a path is at most 256 octets (an ad
 IDENTITY_LIMIT = 256  # SASL login, certificate subject, client address
 HEADER_LIMIT = 256  # From and Message-ID: enough to identify a message
 REASON_LIMIT = 512  # check reasons and replies, which quote client values
+# Facts are names and counts from code and configuration, but a list of matched rules can be long.
+FACT_KEYS_LIMIT = 16
+FACT_ITEMS_LIMIT = 32  # names in a list, detectors in a count
+FACT_TEXT_LIMIT = 128
 # Clients whose refusals are being counted at once; beyond, each refusal is written as it happens.
 MAX_COUNTED_CLIENTS = 10_000
 
@@ -44,9 +51,9 @@ class AuditLog:
         self._lock = threading.Lock()
         self.refusals = RefusalCounter(self.write, clock)
 
-    def write(self, record: Mapping[str, Any]) -> None:
+    def write(self, record: AuditRecord) -> None:
         """Append one line, or raise AuditError: the message must not pass unaudited."""
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        line = json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n"
         if self.path is None:
             log.info("audit %s", line.rstrip("\n"))
             return
@@ -107,7 +114,7 @@ class _Window:
 
     written: float  # clock time of the client's last line
     interval: float
-    first: dict[str, Any] | None = None  # the first refusal held back: its details make the line
+    first: DecisionRecord | None = None  # the first refusal held back: its details make the line
     count: int = 0
     last_time: str = ""
 
@@ -124,13 +131,13 @@ class RefusalCounter:
     worker's timer (`flush`), or when the worker stops. Each worker process counts on its own.
     """
 
-    def __init__(self, write: Callable[[Mapping[str, Any]], None], clock: Callable[[], float]):
+    def __init__(self, write: Callable[[DecisionRecord], None], clock: Callable[[], float]):
         self._write = write
         self._clock = clock
         self._windows: dict[str, _Window] = {}
         self._lock = threading.Lock()
 
-    def add(self, client: str, record: Mapping[str, Any], interval: float) -> None:
+    def add(self, client: str, record: DecisionRecord, interval: float) -> None:
         """Write or count one refusal; raises AuditError when a line cannot be written."""
         with self._lock:
             now = self._clock()
@@ -144,9 +151,9 @@ class RefusalCounter:
                     self._windows[client] = _Window(now, interval)
                 return
             if window.first is None:
-                window.first = dict(record)
+                window.first = record
             window.count += 1
-            window.last_time = str(record.get("time", ""))
+            window.last_time = record.time
             if window.due(now):
                 self._write_count(window, now)
 
@@ -162,7 +169,7 @@ class RefusalCounter:
     def _write_count(self, window: _Window, now: float) -> None:
         """The counted line; on failure the count stays for the next try."""
         assert window.first is not None
-        self._write({**window.first, "count": window.count, "last_time": window.last_time})
+        self._write(replace(window.first, count=window.count, last_time=window.last_time))
         window.written, window.first, window.count, window.last_time = now, None, 0, ""
 
 
@@ -171,6 +178,24 @@ def clip(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}…[clipped {len(text) - limit} chars]"
+
+
+def bounded_facts(facts: Facts) -> Facts:
+    """A verdict's facts as the audit line holds them: a bounded number of bounded values."""
+    return {
+        clip(key, FACT_TEXT_LIMIT): _bounded(value)
+        for key, value in list(facts.items())[:FACT_KEYS_LIMIT]
+    }
+
+
+def _bounded(value: FactValue) -> FactValue:
+    if isinstance(value, str):
+        return clip(value, FACT_TEXT_LIMIT)
+    if isinstance(value, tuple):
+        return tuple(clip(item, FACT_TEXT_LIMIT) for item in value[:FACT_ITEMS_LIMIT])
+    if isinstance(value, int | float):
+        return value
+    return {clip(k, FACT_TEXT_LIMIT): n for k, n in list(value.items())[:FACT_ITEMS_LIMIT]}
 
 
 def now() -> str:

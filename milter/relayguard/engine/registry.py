@@ -8,8 +8,7 @@ scanning (enforce mode stops at the first rejection), DKIM signing as the last t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from relayguard import metrics
 from relayguard.checks import (
@@ -21,15 +20,18 @@ from relayguard.checks import (
     ratelimit,
     recipients,
     sender,
+    spam,
     suppression,
     urls,
     yara,
 )
 from relayguard.config import Config
-from relayguard.transforms import Transform, signing, trace, unsubscribe
+from relayguard.core.audit_record import AuditRecord
+from relayguard.engine import anomaly_observer
+from relayguard.transforms import Transform, outbound, signing, trace, unsubscribe
 
 # An observer sees every audit record after it is written (metrics); it cannot change a decision.
-Observer = Callable[[Mapping[str, Any]], None]
+Observer = Callable[[AuditRecord], None]
 
 CHECKS: tuple[Callable[[Config], Sequence[Check]], ...] = (
     killswitch.checks,  # right after source identification: a disabled source goes no further
@@ -42,15 +44,20 @@ CHECKS: tuple[Callable[[Config], Sequence[Check]], ...] = (
     yara.checks,
     dlp.checks,
     urls.checks,
+    spam.checks,  # after the content checks: Rspamd's HTTP round trip only for mail they passed
 )
 
 TRANSFORMS: tuple[Callable[[Config], Sequence[Transform]], ...] = (
     trace.transforms,
     unsubscribe.transforms,  # List-Unsubscribe before signing: the signature covers it
+    outbound.transforms,  # the path header (Postfix routes on it), for mail that passed policy
     signing.transforms,  # must stay last: the signature covers what the transforms before added
 )
 
-OBSERVERS: tuple[Callable[[Config], Sequence[Observer]], ...] = (metrics.observers,)
+OBSERVERS: tuple[Callable[[Config], Sequence[Observer]], ...] = (
+    metrics.observers,
+    anomaly_observer.observers,  # learns each source's baseline; may lock it (kill switch)
+)
 
 
 def build_checks(config: Config) -> tuple[Check, ...]:

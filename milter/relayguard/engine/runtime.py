@@ -14,11 +14,20 @@ from pathlib import Path
 
 from relayguard.config import Config, load_config
 from relayguard.core.errors import ConfigError
+from relayguard.dkim import openssl as dkim_openssl
 from relayguard.engine.audit import AuditLog
 from relayguard.engine.pipeline import Pipeline
 from relayguard.engine.registry import Observer, build_observers
 
 log = logging.getLogger(__name__)
+
+
+def prepare_process() -> None:
+    """What a process that decides mail sets up once, by this explicit call at its start (a
+    worker, `relayguard test-message`), never as a side effect of an import: dkimpy signs RSA
+    through OpenSSL (dkim/openssl.py). The metrics' multiprocess values are set by the
+    supervisor before it forks (metrics.start_exporter)."""
+    dkim_openssl.install()
 
 
 @dataclass(frozen=True, slots=True)

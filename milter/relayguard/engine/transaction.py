@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from relayguard.checks.source import Identification
 from relayguard.config import Source
+from relayguard.core.audit_record import CheckEntry, DecisionRecord, RecipientRefusal
 from relayguard.core.errors import AuditError
 from relayguard.core.message import Client, Envelope, Message
 from relayguard.core.verdict import Action, Decision, Mode, Reply, Verdict
@@ -21,6 +21,7 @@ from relayguard.engine.audit import (
     HEADER_LIMIT,
     IDENTITY_LIMIT,
     REASON_LIMIT,
+    bounded_facts,
     clip,
     now,
 )
@@ -126,61 +127,60 @@ class Transaction:
                 log.exception("observer %r failed", observe)
         return decision
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _write(self, record: DecisionRecord) -> None:
         """Refusals of unregistered clients at MAIL FROM are what the internet can repeat at
         will: they are counted per client address and interval instead of written one by one."""
         audit = self.runtime.audit
-        if record["stage"] == "mail" and self.source is None:
+        if record.stage == "mail" and self.source is None:
             interval = self.runtime.config.relay.unregistered_audit_interval
-            audit.refusals.add(record["client_address"] or "", record, interval)
+            audit.refusals.add(record.client_address or "", record, interval)
         else:
             audit.write(record)
 
-    def _record(self, stage: str, decision: Decision, message: Message | None) -> dict[str, Any]:
+    def _record(self, stage: str, decision: Decision, message: Message | None) -> DecisionRecord:
         """Every client-controlled value is clipped: the client must not choose a line's size."""
         source = self.source
-        record: dict[str, Any] = {
-            "time": now(),
-            "queue_id": self.queue_id or None,
-            "stage": stage,
-            "mode": decision.mode.value,
-            "source": source.name if source else None,
-            "client_address": clip(self.client.address, IDENTITY_LIMIT) or None,
-            "sasl_user": clip(self.client.sasl_user, IDENTITY_LIMIT) or None,
-            "cert_subject": clip(self.client.cert_subject, IDENTITY_LIMIT) or None,
-            "cert_issuer": clip(self.client.cert_issuer, IDENTITY_LIMIT) or None,
-            "listener": clip(self.client.daemon_name, IDENTITY_LIMIT) or None,
-            "mail_from": clip(self.mail_from, ADDRESS_LIMIT),
-            "recipients": [clip(r, ADDRESS_LIMIT) for r in self.recipients],
-            "recipient_refusals": [
-                {
-                    "recipient": clip(r, ADDRESS_LIMIT),
-                    "check": v.check,
-                    "reason": clip(v.reason, REASON_LIMIT),
-                    "applied": applied,
-                }
+        return DecisionRecord(
+            time=now(),
+            queue_id=self.queue_id or None,
+            stage=stage,
+            mode=decision.mode,
+            source=source.name if source else None,
+            client_address=clip(self.client.address, IDENTITY_LIMIT) or None,
+            sasl_user=clip(self.client.sasl_user, IDENTITY_LIMIT) or None,
+            cert_subject=clip(self.client.cert_subject, IDENTITY_LIMIT) or None,
+            cert_issuer=clip(self.client.cert_issuer, IDENTITY_LIMIT) or None,
+            listener=clip(self.client.daemon_name, IDENTITY_LIMIT) or None,
+            mail_from=clip(self.mail_from, ADDRESS_LIMIT),
+            recipients=tuple(clip(r, ADDRESS_LIMIT) for r in self.recipients),
+            recipient_refusals=tuple(
+                RecipientRefusal(
+                    clip(r, ADDRESS_LIMIT),
+                    v.check,
+                    clip(v.reason, REASON_LIMIT),
+                    applied,
+                    bounded_facts(v.facts),
+                )
                 for r, v, applied in self.recipient_refusals
-            ],
-            "from": clip(message.first_header("From"), HEADER_LIMIT) if message else None,
-            "message_id": clip(message.first_header("Message-ID"), HEADER_LIMIT)
-            if message
-            else None,
-            "size": message.size if message else None,
-            "checks": [
-                {
-                    "name": v.check,
-                    "action": v.action.label,
-                    "reason": clip(v.reason, REASON_LIMIT),
-                    "ms": v.elapsed_ms,
-                    **({"error": True} if v.error else {}),
-                }
+            ),
+            from_header=clip(message.first_header("From"), HEADER_LIMIT) if message else None,
+            message_id=clip(message.first_header("Message-ID"), HEADER_LIMIT) if message else None,
+            size=message.size if message else None,
+            checks=tuple(
+                CheckEntry(
+                    v.check,
+                    v.action,
+                    clip(v.reason, REASON_LIMIT),
+                    v.elapsed_ms,
+                    v.error,
+                    bounded_facts(v.facts),
+                )
                 for v in decision.verdicts
-            ],
-            "action": decision.action.label,
-            "outcome": decision.outcome,
-            "reply": clip(str(decision.reply), REASON_LIMIT) if decision.reply else None,
-        }
-        return record
+            ),
+            action=decision.action,
+            outcome=decision.outcome,
+            reply=clip(str(decision.reply), REASON_LIMIT) if decision.reply else None,
+        )
 
 
 def envelope_path(value: str) -> str:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import NoReturn
 
+from relayguard.core.errors import RelayguardError
+
 MAX_FIELD_OCTETS = 4096
 MAX_LOCAL_OCTETS = 64  # RFC 5321 §4.5.3.1.1
 MAX_DOMAIN_OCTETS = 253  # RFC 1035 §2.3.4 (255 on the wire, minus length octets)
@@ -54,7 +56,7 @@ _WORD_SEPARATORS = re.compile(r'[\s<>()\[\]",;:\\]+')
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
-class HeaderViolation(ValueError):
+class HeaderViolation(RelayguardError, ValueError):
     """A field we refuse to trust.
 
     `reason` is short, ASCII printable, and never echoes input, so it is safe in an

@@ -108,17 +108,29 @@ class ClamdClient:
 
     @staticmethod
     def _exchange(conn: socket.socket, data: bytes) -> str:
-        conn.sendall(b"zINSTREAM\0")
         view = memoryview(data)
         try:
+            # Each chunk goes out with its length prefix in one sendmsg: slices of the caller's
+            # buffer, never a new copy of it, and one system call per chunk instead of two.
+            _send_buffers(conn, [b"zINSTREAM\0"])
             for offset in range(0, len(view), CHUNK):
                 chunk = view[offset : offset + CHUNK]
-                conn.sendall(struct.pack("!L", len(chunk)))
-                conn.sendall(chunk)
-            conn.sendall(struct.pack("!L", 0))
+                _send_buffers(conn, [struct.pack("!L", len(chunk)), chunk])
+            _send_buffers(conn, [struct.pack("!L", 0)])
         except (BrokenPipeError, ConnectionResetError):
             pass  # clamd stops reading when a limit is hit; its reply says why
         return _read_reply(conn)
+
+
+def _send_buffers(conn: socket.socket, buffers: list[bytes | memoryview]) -> None:
+    """sendall for several buffers (scatter/gather): a short send continues where it stopped."""
+    pending = [memoryview(buffer) for buffer in buffers]
+    while pending:
+        sent = conn.sendmsg(pending)
+        while pending and sent >= len(pending[0]):
+            sent -= len(pending.pop(0))
+        if pending:
+            pending[0] = pending[0][sent:]
 
 
 def _read_reply(conn: socket.socket) -> str:

@@ -15,6 +15,8 @@ from typing import Any
 
 import yara
 
+from relayguard.core.errors import RelayguardError
+
 EXTERNALS: dict[str, str | bool] = {
     "filename": "",
     "content_type": "",
@@ -26,7 +28,7 @@ RULE_ACTIONS = ("reject", "quarantine", "tag")
 _LOCATION = re.compile(r"^(?P<file>.*)\((?P<line>\d+)\): (?P<text>.*)$", re.DOTALL)
 
 
-class RuleError(Exception):
+class RuleError(RelayguardError):
     """Rules that cannot be used; `problems` are located, one per line."""
 
     def __init__(self, problems: list[str]) -> None:

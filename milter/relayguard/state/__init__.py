@@ -9,7 +9,7 @@ their configured failure action (tempfail by default), never into an accept.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +28,10 @@ class Disabled:
     reason: str
     actor: str
     since: float
+    expires: float | None = None  # Unix time an automatic lock lifts itself; None: until enabled
+
+    def in_force(self, now: float) -> bool:
+        return self.expires is None or now < self.expires
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,38 @@ class Usage:
         return self.used > self.limit
 
 
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """A send-API token without its secret: `digest` is the SHA-256 (hex) of the secret, which is
+    shown once at creation and never stored. `token_id` is public: it finds the record."""
+
+    token_id: str
+    source: str
+    digest: str
+    actor: str
+    created: float
+    expires: float | None = None  # Unix time; None: never
+    revoked: float | None = None  # Unix time of the revocation; None: valid
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """What the first request with an Idempotency-Key left: a fingerprint of its body and, once it
+    finished, its answer (`result`, opaque to the store; '' while the first request still runs)."""
+
+    fingerprint: str
+    result: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBaseline:
+    """A source's behaviour baseline (anomaly/baseline.py), opaque to the store, and the version
+    a compare-and-set must name to replace it."""
+
+    version: int
+    data: str
+
+
 class StateStore(Protocol):
     # --- rate limits: atomic "add and tell me where I stand" --------------------------------
     def consume(self, key: str, amount: int, limit: int, window: float, now: float) -> Usage: ...
@@ -64,7 +100,16 @@ class StateStore(Protocol):
         ...
 
     # --- kill switch ------------------------------------------------------------------------
-    def disable(self, source: str, reason: str, actor: str, now: float) -> None: ...
+    def disable(
+        self, source: str, reason: str, actor: str, now: float, expires: float | None = None
+    ) -> None: ...
+    def auto_disable(
+        self, source: str, reason: str, actor: str, now: float, expires: float | None = None
+    ) -> bool:
+        """`disable` unless the source is disabled already (a lock in force is never replaced:
+        an operator's reason stays); True when this call disabled it."""
+        ...
+
     def enable(self, source: str, actor: str) -> bool: ...
     def disabled(self, source: str) -> Disabled | None: ...
     def all_disabled(self) -> list[Disabled]: ...
@@ -74,5 +119,40 @@ class StateStore(Protocol):
     def unsuppress(self, scope: str, recipient: str) -> bool: ...
     def is_suppressed(self, scope: str, recipient: str) -> bool: ...
     def suppressions(self, scope: str | None = None) -> Iterable[Suppression]: ...
+
+    # --- send-API tokens (services/api) --------------------------------------------------------
+    def add_api_token(self, token: ApiToken) -> None: ...
+    def api_token(self, token_id: str) -> ApiToken | None: ...
+    def api_tokens(self, source: str | None = None) -> list[ApiToken]: ...
+    def revoke_api_token(self, token_id: str, now: float) -> bool:
+        """True when this call revoked it; False when unknown or already revoked."""
+        ...
+
+    # --- idempotency keys (services/api): first request wins, retries get its answer ------------
+    def claim_idempotency(
+        self, key: str, fingerprint: str, now: float, ttl: float
+    ) -> IdempotencyRecord | None:
+        """Atomically: None when KEY was free (now held, pending, for `ttl` seconds); otherwise
+        the record an earlier request left. An expired record counts as free."""
+        ...
+
+    def finish_idempotency(self, key: str, result: str, now: float, ttl: float) -> None: ...
+    def release_idempotency(self, key: str) -> None:
+        """Forget KEY: the first request failed in a way a retry should really retry."""
+        ...
+
+    # --- anomaly baselines (anomaly/): per-source history, shared by every node ---------------
+    def baseline(self, source: str) -> StoredBaseline | None: ...
+    def replace_baseline(self, source: str, data: str, version: int) -> bool:
+        """Compare-and-set: store `data` when the stored version is still `version` (0: none
+        stored yet); False when another process replaced it first (read again and retry)."""
+        ...
+
+    def learn_domains(
+        self, source: str, domains: Collection[str], now: float, forget_before: float
+    ) -> set[str]:
+        """Remember that `source` sent to `domains` (seen at `now`); the ones it had not sent to
+        since `forget_before` come back as new. Older domains are forgotten."""
+        ...
 
     def close(self) -> None: ...

@@ -14,7 +14,7 @@ NTP sync (a skew of s seconds shifts every window by s).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,7 +24,15 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from relayguard.parsing.rfc5322 import ascii_lower
-from relayguard.state import Disabled, StateUnavailable, Suppression, Usage
+from relayguard.state import (
+    ApiToken,
+    Disabled,
+    IdempotencyRecord,
+    StateUnavailable,
+    StoredBaseline,
+    Suppression,
+    Usage,
+)
 from relayguard.state.window import BUCKETS
 
 # KEYS: one hash per counter (field = bucket number, value = amount).
@@ -87,6 +95,45 @@ end
 return out
 """
 
+# KEYS: the idempotency key. ARGV: the pending record, its time to live in milliseconds.
+# Returns the record already there, or false after storing ARGV[1] (SET NX with a read, atomic).
+CLAIM = """
+local found = redis.call('GET', KEYS[1])
+if found then return found end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+
+# KEYS: the token hash, the revocation hash. ARGV: token id, revocation time.
+# 1 when this call revoked it; 0 for an unknown or already revoked token.
+REVOKE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+return redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+"""
+
+# KEYS: the disabled hash. ARGV: source, the entry (JSON), now.
+# Writes the entry unless one in force is there (no expiry, or one still ahead); 1 when written.
+AUTO_DISABLE = """
+local found = redis.call('HGET', KEYS[1], ARGV[1])
+if found then
+  local expires = cjson.decode(found)['expires']
+  if expires == nil or expires == cjson.null or tonumber(expires) > tonumber(ARGV[3]) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS: the baseline hash (fields version, data). ARGV: the expected version, the new data.
+# Compare-and-set: 1 when the version matched (and is now one higher), 0 otherwise.
+REPLACE_BASELINE = """
+local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if version ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'version', version + 1, 'data', ARGV[2])
+return 1
+"""
+
 
 class RedisStore:
     backend = "redis"
@@ -104,6 +151,10 @@ class RedisStore:
             health_check_interval=30,
         )
         self._consume = self._client.register_script(CONSUME)
+        self._auto_disable = self._client.register_script(AUTO_DISABLE)
+        self._replace_baseline = self._client.register_script(REPLACE_BASELINE)
+        self._claim = self._client.register_script(CLAIM)
+        self._revoke = self._client.register_script(REVOKE)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -143,9 +194,18 @@ class RedisStore:
     def _disabled_key(self) -> str:
         return f"{self.prefix}disabled"
 
-    def disable(self, source: str, reason: str, actor: str, now: float) -> None:
-        value = json.dumps({"reason": reason, "actor": actor, "since": now})
+    def disable(
+        self, source: str, reason: str, actor: str, now: float, expires: float | None = None
+    ) -> None:
+        value = _disabled_json(reason, actor, now, expires)
         self._call(lambda: self._client.hset(self._disabled_key, source, value))
+
+    def auto_disable(
+        self, source: str, reason: str, actor: str, now: float, expires: float | None = None
+    ) -> bool:
+        args = [source, _disabled_json(reason, actor, now, expires), repr(now)]
+        keys = [self._disabled_key]
+        return bool(self._call(lambda: self._auto_disable(keys=keys, args=args)))
 
     def enable(self, source: str, actor: str) -> bool:
         return bool(self._call(lambda: self._client.hdel(self._disabled_key, source)))
@@ -200,10 +260,140 @@ class RedisStore:
         with self._errors():
             return dict(self._client.hgetall(key))  # type: ignore[arg-type]
 
+    # --- send-API tokens ----------------------------------------------------------------------
+    @property
+    def _tokens_key(self) -> str:
+        return f"{self.prefix}api-tokens"
+
+    @property
+    def _revoked_key(self) -> str:
+        return f"{self.prefix}api-tokens-revoked"
+
+    def add_api_token(self, token: ApiToken) -> None:
+        value = json.dumps(
+            {"source": token.source, "digest": token.digest, "actor": token.actor}
+            | {"created": token.created, "expires": token.expires}
+        )
+        self._call(lambda: self._client.hsetnx(self._tokens_key, token.token_id, value))
+        if token.revoked is not None:
+            self.revoke_api_token(token.token_id, token.revoked)
+
+    def api_token(self, token_id: str) -> ApiToken | None:
+        def run() -> Any:
+            with self._client.pipeline(transaction=False) as pipe:
+                pipe.hget(self._tokens_key, token_id)
+                pipe.hget(self._revoked_key, token_id)
+                return pipe.execute()
+
+        value, revoked = self._call(run)
+        return _api_token(token_id, value, revoked) if value else None
+
+    def api_tokens(self, source: str | None = None) -> list[ApiToken]:
+        revoked = self._hgetall(self._revoked_key)
+        tokens = [
+            _api_token(i, v, revoked.get(i)) for i, v in self._hgetall(self._tokens_key).items()
+        ]
+        return sorted(
+            (t for t in tokens if source is None or t.source == source),
+            key=lambda t: (t.source, t.created),
+        )
+
+    def revoke_api_token(self, token_id: str, now: float) -> bool:
+        keys = [self._tokens_key, self._revoked_key]
+        return bool(self._call(lambda: self._revoke(keys=keys, args=[token_id, repr(now)])))
+
+    # --- idempotency keys --------------------------------------------------------------------
+    def _idempotency_key(self, key: str) -> str:
+        return f"{self.prefix}idempotency:{key}"
+
+    def claim_idempotency(
+        self, key: str, fingerprint: str, now: float, ttl: float
+    ) -> IdempotencyRecord | None:
+        pending = json.dumps({"fingerprint": fingerprint, "result": ""})
+        args: list[str | int] = [pending, max(1, round(ttl * 1000))]
+        found = self._call(lambda: self._claim(keys=[self._idempotency_key(key)], args=args))
+        if not found:
+            return None
+        data = json.loads(found)
+        return IdempotencyRecord(data["fingerprint"], data["result"])
+
+    def finish_idempotency(self, key: str, result: str, now: float, ttl: float) -> None:
+        name = self._idempotency_key(key)
+
+        def run() -> Any:
+            found = self._client.get(name)
+            if found is None:
+                return None
+            fingerprint = json.loads(str(found))["fingerprint"]
+            value = json.dumps({"fingerprint": fingerprint, "result": result})
+            return self._client.set(name, value, px=max(1, round(ttl * 1000)), xx=True)
+
+        self._call(run)
+
+    def release_idempotency(self, key: str) -> None:
+        self._call(lambda: self._client.delete(self._idempotency_key(key)))
+
+    # --- anomaly baselines --------------------------------------------------------------------
+    def baseline(self, source: str) -> StoredBaseline | None:
+        found = self._hgetall(f"{self.prefix}baseline:{source}")
+        return StoredBaseline(int(found["version"]), found["data"]) if found else None
+
+    def replace_baseline(self, source: str, data: str, version: int) -> bool:
+        keys = [f"{self.prefix}baseline:{source}"]
+        return bool(self._call(lambda: self._replace_baseline(keys=keys, args=[version, data])))
+
+    def learn_domains(
+        self, source: str, domains: Collection[str], now: float, forget_before: float
+    ) -> set[str]:
+        """One MULTI: forget old domains, add each new one (ZADD NX answers 1 for it), then move
+        every domain's last-seen time to now."""
+        key = f"{self.prefix}domains:{source}"
+        unique = sorted(set(domains))
+
+        def run() -> Any:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.zremrangebyscore(key, "-inf", f"({forget_before!r}")
+                for domain in unique:
+                    pipe.zadd(key, {domain: now}, nx=True)
+                if unique:
+                    pipe.zadd(key, dict.fromkeys(unique, now), xx=True)
+                return pipe.execute()
+
+        added = self._call(run)[1 : 1 + len(unique)]
+        return {domain for domain, new in zip(unique, added, strict=True) if new}
+
     def close(self) -> None:
         self._client.close()
 
 
+def _api_token(token_id: str, value: str, revoked: str | None) -> ApiToken:
+    data = json.loads(value)
+    return ApiToken(
+        token_id,
+        data["source"],
+        data["digest"],
+        data["actor"],
+        float(data["created"]),
+        _optional_time(data.get("expires")),
+        _optional_time(revoked),
+    )
+
+
+def _optional_time(value: object) -> float | None:
+    return None if value is None else float(str(value))
+
+
+def _disabled_json(reason: str, actor: str, now: float, expires: float | None) -> str:
+    return json.dumps({"reason": reason, "actor": actor, "since": now, "expires": expires})
+
+
 def _disabled(source: str, value: str) -> Disabled:
     data = json.loads(value)
-    return Disabled(source, data["reason"], data["actor"], float(data["since"]))
+    expires = data.get("expires")
+    return Disabled(
+        source,
+        data["reason"],
+        data["actor"],
+        float(data["since"]),
+        None if expires is None else float(expires),
+    )

@@ -22,11 +22,19 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 from relayguard.parsing.rfc5322 import ascii_lower
-from relayguard.state import Disabled, StateUnavailable, Suppression, Usage
+from relayguard.state import (
+    ApiToken,
+    Disabled,
+    IdempotencyRecord,
+    StateUnavailable,
+    StoredBaseline,
+    Suppression,
+    Usage,
+)
 from relayguard.state.window import current_bucket, evaluate, oldest_live_bucket
 
 SCHEMA = """
@@ -35,16 +43,43 @@ CREATE TABLE IF NOT EXISTS rate_buckets (
     PRIMARY KEY (key, bucket)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS disabled (
-    source TEXT PRIMARY KEY, reason TEXT NOT NULL, actor TEXT NOT NULL, since REAL NOT NULL
+    source TEXT PRIMARY KEY, reason TEXT NOT NULL, actor TEXT NOT NULL, since REAL NOT NULL,
+    expires REAL
 );
+CREATE TABLE IF NOT EXISTS baselines (
+    source TEXT PRIMARY KEY, version INTEGER NOT NULL, data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS known_domains (
+    source TEXT NOT NULL, domain TEXT NOT NULL, last_seen REAL NOT NULL,
+    PRIMARY KEY (source, domain)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS known_domains_seen ON known_domains (source, last_seen);
 CREATE TABLE IF NOT EXISTS suppressions (
     scope TEXT NOT NULL, recipient TEXT NOT NULL, reason TEXT NOT NULL, since REAL NOT NULL,
     PRIMARY KEY (scope, recipient)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS api_tokens (
+    token_id TEXT PRIMARY KEY, source TEXT NOT NULL, digest TEXT NOT NULL, actor TEXT NOT NULL,
+    created REAL NOT NULL, expires REAL, revoked REAL
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, result TEXT NOT NULL, expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_expires ON idempotency (expires);
 """
 
+_SELECT_TOKENS = "SELECT token_id, source, digest, actor, created, expires, revoked FROM api_tokens"
+
+_SELECT_DISABLED = "SELECT source, reason, actor, since, expires FROM disabled"
 
 _OPEN: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
+
+
+def _add_expires_column(conn: sqlite3.Connection) -> None:
+    """A database from before automatic locks has no `expires` column: add it (NULL: no expiry)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(disabled)")}
+    if "expires" not in columns:
+        conn.execute("ALTER TABLE disabled ADD COLUMN expires REAL")
 
 
 def _close_all_before_fork() -> None:
@@ -53,6 +88,14 @@ def _close_all_before_fork() -> None:
 
 
 os.register_at_fork(before=_close_all_before_fork)
+
+
+def _write_disabled(conn: sqlite3.Connection, entry: Disabled) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO disabled (source, reason, actor, since, expires)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (entry.source, entry.reason, entry.actor, entry.since, entry.expires),
+    )
 
 
 def _close_in_owner(conn: sqlite3.Connection, pid: int) -> None:
@@ -91,6 +134,7 @@ class SqliteStore:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
                 conn.executescript(SCHEMA)
+                _add_expires_column(conn)
             except sqlite3.Error:
                 conn.close()
                 raise
@@ -158,13 +202,21 @@ class SqliteStore:
             return usages
 
     # --- kill switch -------------------------------------------------------------------------
-    def disable(self, source: str, reason: str, actor: str, now: float) -> None:
+    def disable(
+        self, source: str, reason: str, actor: str, now: float, expires: float | None = None
+    ) -> None:
         with self._transaction() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO disabled (source, reason, actor, since)"
-                " VALUES (?, ?, ?, ?)",
-                (source, reason, actor, now),
-            )
+            _write_disabled(conn, Disabled(source, reason, actor, now, expires))
+
+    def auto_disable(
+        self, source: str, reason: str, actor: str, now: float, expires: float | None = None
+    ) -> bool:
+        with self._transaction() as conn:
+            row = conn.execute(_SELECT_DISABLED + " WHERE source = ?", (source,)).fetchone()
+            if row is not None and Disabled(*row).in_force(now):
+                return False
+            _write_disabled(conn, Disabled(source, reason, actor, now, expires))
+            return True
 
     def enable(self, source: str, actor: str) -> bool:
         with self._transaction() as conn:
@@ -172,16 +224,12 @@ class SqliteStore:
 
     def disabled(self, source: str) -> Disabled | None:
         with self._transaction(write=False) as conn:
-            row = conn.execute(
-                "SELECT source, reason, actor, since FROM disabled WHERE source = ?", (source,)
-            ).fetchone()
+            row = conn.execute(_SELECT_DISABLED + " WHERE source = ?", (source,)).fetchone()
         return Disabled(*row) if row else None
 
     def all_disabled(self) -> list[Disabled]:
         with self._transaction(write=False) as conn:
-            rows = conn.execute(
-                "SELECT source, reason, actor, since FROM disabled ORDER BY source"
-            ).fetchall()
+            rows = conn.execute(_SELECT_DISABLED + " ORDER BY source").fetchall()
         return [Disabled(*row) for row in rows]
 
     # --- suppression list --------------------------------------------------------------------
@@ -220,6 +268,118 @@ class SqliteStore:
                     query + " WHERE scope = ? ORDER BY recipient", (scope,)
                 ).fetchall()
         return [Suppression(*row) for row in rows]
+
+    # --- send-API tokens ----------------------------------------------------------------------
+    def add_api_token(self, token: ApiToken) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO api_tokens"
+                " (token_id, source, digest, actor, created, expires, revoked)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    *(token.token_id, token.source, token.digest, token.actor),
+                    *(token.created, token.expires, token.revoked),
+                ),
+            )
+
+    def api_token(self, token_id: str) -> ApiToken | None:
+        with self._transaction(write=False) as conn:
+            row = conn.execute(_SELECT_TOKENS + " WHERE token_id = ?", (token_id,)).fetchone()
+        return ApiToken(*row) if row else None
+
+    def api_tokens(self, source: str | None = None) -> list[ApiToken]:
+        query = _SELECT_TOKENS
+        with self._transaction(write=False) as conn:
+            if source is None:
+                rows = conn.execute(query + " ORDER BY source, created").fetchall()
+            else:
+                rows = conn.execute(
+                    query + " WHERE source = ? ORDER BY created", (source,)
+                ).fetchall()
+        return [ApiToken(*row) for row in rows]
+
+    def revoke_api_token(self, token_id: str, now: float) -> bool:
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE api_tokens SET revoked = ? WHERE token_id = ? AND revoked IS NULL",
+                (now, token_id),
+            )
+            return cursor.rowcount > 0
+
+    # --- idempotency keys --------------------------------------------------------------------
+    def claim_idempotency(
+        self, key: str, fingerprint: str, now: float, ttl: float
+    ) -> IdempotencyRecord | None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM idempotency WHERE expires <= ?", (now,))
+            row = conn.execute(
+                "SELECT fingerprint, result FROM idempotency WHERE key = ?", (key,)
+            ).fetchone()
+            if row is not None:
+                return IdempotencyRecord(*row)
+            conn.execute(
+                "INSERT INTO idempotency (key, fingerprint, result, expires) VALUES (?, ?, '', ?)",
+                (key, fingerprint, now + ttl),
+            )
+            return None
+
+    def finish_idempotency(self, key: str, result: str, now: float, ttl: float) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE idempotency SET result = ?, expires = ? WHERE key = ?",
+                (result, now + ttl, key),
+            )
+
+    def release_idempotency(self, key: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM idempotency WHERE key = ?", (key,))
+
+    # --- anomaly baselines --------------------------------------------------------------------
+    def baseline(self, source: str) -> StoredBaseline | None:
+        with self._transaction(write=False) as conn:
+            row = conn.execute(
+                "SELECT version, data FROM baselines WHERE source = ?", (source,)
+            ).fetchone()
+        return StoredBaseline(*row) if row else None
+
+    def replace_baseline(self, source: str, data: str, version: int) -> bool:
+        with self._transaction() as conn:
+            if version == 0:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO baselines (source, version, data) VALUES (?, 1, ?)",
+                    (source, data),
+                )
+            else:
+                cursor = conn.execute(
+                    "UPDATE baselines SET version = version + 1, data = ?"
+                    " WHERE source = ? AND version = ?",
+                    (data, source, version),
+                )
+            return cursor.rowcount > 0
+
+    def learn_domains(
+        self, source: str, domains: Collection[str], now: float, forget_before: float
+    ) -> set[str]:
+        with self._transaction() as conn:
+            conn.execute(
+                "DELETE FROM known_domains WHERE source = ? AND last_seen < ?",
+                (source, forget_before),
+            )
+            new = set()
+            for domain in set(domains):
+                inserted = conn.execute(
+                    "INSERT OR IGNORE INTO known_domains (source, domain, last_seen)"
+                    " VALUES (?, ?, ?)",
+                    (source, domain, now),
+                ).rowcount
+                if inserted:
+                    new.add(domain)
+                else:
+                    conn.execute(
+                        "UPDATE known_domains SET last_seen = ? WHERE source = ? AND domain = ?",
+                        (now, source, domain),
+                    )
+            return new
 
     def close(self) -> None:
         with self._lock:

@@ -20,17 +20,24 @@ audit line, as `dkim.missing_key` says.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import re
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import dkim
+import dkim.crypto
+import nacl.encoding
+import nacl.exceptions
+import nacl.signing
+from dkim.canonicalization import CanonicalizationPolicy
 
 from relayguard.checks import Subject
 from relayguard.config import Config
-from relayguard.core.verdict import Action, Decision, Mode, Verdict
-from relayguard.dkim import openssl as dkim_openssl
+from relayguard.core.errors import RelayguardError
+from relayguard.core.verdict import Action, Decision, Facts, Mode, Verdict
+from relayguard.dkim import canonical as dkim_canonical
 from relayguard.dkim.keys import SigningKey
 from relayguard.parsing.rfc5322 import HeaderViolation, ascii_lower, parse_mailbox_field
 from relayguard.transforms import Transform, replaced_header_names
@@ -65,10 +72,8 @@ SIGNED_HEADERS = (
 # instance of these would break the signature in transit. They are signed whenever present.
 ADDED_BY_POSTFIX_WHEN_MISSING = frozenset({"date", "message-id", "to"})
 
-dkim_openssl.install()
 
-
-class SigningError(Exception):
+class SigningError(RelayguardError):
     """dkimpy could not sign (bad key, bad message); the pipeline makes it a tempfail."""
 
 
@@ -113,41 +118,82 @@ def header_list(headers: Sequence[tuple[bytes, bytes]], extra: Iterable[str] = (
     return include
 
 
-def signer_for(headers: Iterable[tuple[bytes, bytes]], body: bytes) -> dkim.DKIM:
-    """A dkimpy signer for this message, without rendering the whole message for dkimpy to split
-    into lines again: dkimpy parses the header section; the body is given in dkimpy's form (CRLF
-    line ends), which is what Postfix passes unless a bare LF slipped through."""
-    signer = dkim.DKIM(render(headers, b""), linesep=b"\n")
-    if body.count(b"\n") != body.count(b"\r\n"):
-        body = BARE_LF.sub(b"\r\n", body)
-    signer.body = body
-    return signer
+@dataclass(frozen=True, slots=True)
+class PreparedMessage:
+    """What every key of one message signs: dkimpy's parse of the header section (for the h=
+    fields) and the relaxed body hash, computed once for all keys (dkim/canonical.py)."""
+
+    headers: dkim.DKIM
+    body_hash: bytes  # bh=, base64
 
 
-BARE_LF = re.compile(rb"(?<!\r)\n")
+def prepare(headers: Iterable[tuple[bytes, bytes]], body: bytes) -> PreparedMessage:
+    """dkimpy parses only the header section: the (possibly 40 MB) body is never rendered into a
+    message for dkimpy to split into lines again, nor canonicalised by it once per key."""
+    parsed = dkim.DKIM(render(headers, b""), linesep=b"\n")
+    return PreparedMessage(parsed, dkim_canonical.relaxed_body_hash(body))
 
 
 def sign(
-    signer: dkim.DKIM, keys: Sequence[SigningKey], include: Sequence[bytes]
+    message: PreparedMessage, keys: Sequence[SigningKey], include: Sequence[bytes]
 ) -> list[tuple[str, str]]:
     """One DKIM-Signature field per key, as (name, value) for addheader (folds as LF + TAB)."""
     fields = []
     for key in keys:
         try:
-            header = signer.sign(
-                key.selector.encode("ascii"),
-                key.domain.encode("ascii"),
-                key.private,
-                signature_algorithm=key.dkim_algorithm,
-                canonicalize=(b"relaxed", b"relaxed"),
-                include_headers=list(include),
-                length=False,
-            )
-        except dkim.DKIMException as exc:
+            header = _signature(message, key, tuple(include))
+        except (
+            dkim.DKIMException,
+            dkim.crypto.UnparsableKeyError,
+            nacl.exceptions.ValueError,
+        ) as exc:
             raise SigningError(f"cannot sign with {key.domain}/{key.selector}: {exc}") from exc
         name, _, value = header.decode("ascii").partition(":")
         fields.append((name, value.strip().replace("\n ", "\n\t").rstrip("\n")))
     return fields
+
+
+def _signature(message: PreparedMessage, key: SigningKey, include: tuple[bytes, ...]) -> bytes:
+    """The field dkimpy's DKIM.sign writes (c=relaxed/relaxed, no l=), from the shared body hash.
+    dkimpy still builds, folds and hashes the header part, and signs through the module-level
+    functions relayguard.dkim.openssl.install() replaces; tests compare the bytes with its sign."""
+    signer = message.headers
+    algorithm = key.dkim_algorithm
+    private = _private_key(key)
+    if b"from" not in include:  # RFC 6376 §5.4: From MUST be signed
+        raise dkim.ParameterError("The From header field MUST be signed")
+    for name in signer.should_not_sign.intersection(include):
+        raise dkim.ParameterError(f"The {name!r} header field SHOULD NOT be signed")
+    domain = key.domain.encode("ascii")
+    signer.signature_algorithm = algorithm
+    signer.hasher = hashlib.sha256
+    fields = [
+        (b"v", b"1"),
+        (b"a", algorithm),
+        (b"c", b"relaxed/relaxed"),
+        (b"d", domain),
+        (b"i", b"@" + domain),
+        (b"q", b"dns/txt"),
+        (b"s", key.selector.encode("ascii")),
+        (b"t", str(int(time.time())).encode("ascii")),
+        (b"h", b" : ".join(include)),
+        (b"bh", message.body_hash),
+        # dkimpy's placeholder: b= folds onto its own line, so the value does not refold.
+        (b"b", b"0" * 60),
+    ]
+    value: bytes = signer.gen_header(fields, include, RELAXED, b"DKIM-Signature", private)
+    return b"DKIM-Signature: " + value
+
+
+RELAXED = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+
+
+def _private_key(key: SigningKey) -> object:
+    """The key as dkimpy's gen_header takes it. RSA goes through the module-level name
+    relayguard.dkim.openssl.install() replaces with its per-key cache, as dkimpy's sign does."""
+    if key.dkim_algorithm == b"rsa-sha256":
+        return dkim.parse_pem_private_key(key.private)
+    return nacl.signing.SigningKey(key.private, encoder=nacl.encoding.Base64Encoder)
 
 
 def signing_domain(config: Config, from_domain: str) -> str | None:
@@ -179,10 +225,16 @@ def sign_delivered(subject: Subject, decision: Decision) -> Decision:
     keys = config.dkim.keys[domain]
     headers = delivered_headers(subject, decision)
     include = header_list(headers, (name for name, _ in decision.headers))
-    fields = sign(signer_for(headers, message.body), keys, include)
+    fields = sign(prepare(headers, message.body), keys, include)
     selectors = ",".join(f"{k.selector}({k.algorithm})" for k in keys)
     signed = replace(decision, headers=(*decision.headers, *fields))
-    return _note(signed, Verdict(NAME, Action.ACCEPT, f"signed d={domain} s={selectors}"))
+    facts: Facts = {
+        "domain": domain,
+        "selectors": tuple(k.selector for k in keys),
+        "algorithms": tuple(k.algorithm for k in keys),  # one per signature, for metrics
+    }
+    verdict = Verdict(NAME, Action.ACCEPT, f"signed d={domain} s={selectors}", facts=facts)
+    return _note(signed, verdict)
 
 
 def _note(decision: Decision, verdict: Verdict) -> Decision:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 
 from relayguard.checks import Subject
 from relayguard.config import Config, UnsubscribeSettings
+from relayguard.core.errors import RelayguardError
 from relayguard.core.verdict import Action, Decision, Verdict
 from relayguard.parsing.rfc5322 import ascii_lower
 from relayguard.transforms import Transform
@@ -33,7 +34,7 @@ _SEPARATOR = "\x1f"
 MAC_BYTES = 16
 
 
-class BadToken(ValueError):
+class BadToken(RelayguardError, ValueError):
     """Malformed, or not signed by any configured secret."""
 
 
