@@ -1,0 +1,127 @@
+"""The console against the real relay: Postfix + the milter + a sink, driven over HTTP.
+
+A YARA rule puts a message on hold; the console shows it from Postfix's hold queue (postcat)
+and releases it, and it arrives at the sink. The console's kill switch refuses the source's next
+transaction at MAIL FROM. Both actions are audit lines with the operator's name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from relayguard.config import load_config
+from relayguard.services.console.accounts import Accounts
+from relayguard.services.console.app import Console
+from relayguard.services.console.audit_index import AuditIndex
+from tests.e2e.conftest import DEVICE_USER, StackFactory
+from tests.support.milter_process import MilterProcess
+from tests.support.stack import RelayStack, make_dir, make_message, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+YARA = Path(__file__).parents[1] / "data" / "content" / "yara"
+PASSWORD = "console operator password"
+CONFIG = """
+[relay]
+mode = "enforce"
+internal_domains = ["example.com"]
+audit_log = "{dir}/audit.jsonl"
+
+[milter]
+workers = 1
+socket_group = "postfix"
+
+[state]
+path = "{dir}/state/state.sqlite3"
+
+[yara]
+rules_dir = "{yara}"
+
+[console]
+accounts_file = "{dir}/console/users.json"
+state_directory = "{dir}/console"
+postfix_config = "{postfix}"
+
+[[sources]]
+name = "printer"
+sasl_users = ["{user}"]
+senders = ["scanner@example.com"]
+"""
+
+
+@pytest.fixture
+def relay(e2e_dir: Path, postfix_stack: StackFactory) -> Iterator[tuple[RelayStack, Path]]:
+    directory = make_dir("milter-console-", e2e_dir)
+    config = directory / "relayguard.toml"
+    config.write_text(
+        CONFIG.format(dir=directory, yara=YARA, postfix="/etc/postfix", user=DEVICE_USER)
+    )
+    with MilterProcess(config, directory / "milter.sock", directory / "milter.log") as milter:
+        stack = postfix_stack(milter.socket_path)
+        text = CONFIG.format(
+            dir=directory, yara=YARA, postfix=stack.postfix.config_directory, user=DEVICE_USER
+        )
+        config.write_text(text)  # the console's view: this Postfix instance's hold queue
+        yield stack, config
+
+
+def token(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, page
+    return found[1]
+
+
+def test_release_from_the_console_delivers_and_the_kill_switch_refuses(
+    relay: tuple[RelayStack, Path],
+) -> None:
+    stack, config_path = relay
+    held = make_message("held by yara", sender="scanner@example.com", body="RELAYGUARD-TEST-HOLD\n")
+    with stack.submission() as smtp:
+        smtp.send_message(held, to_addrs=["alice@example.com"])
+    config = load_config(config_path)
+    assert config.console is not None and config.relay.audit_log is not None
+    Accounts(config.console.accounts_file).add("alice", "operator", PASSWORD)
+    index = AuditIndex(config.console.index_path, config.relay.audit_log)
+    index.update()
+    console = Console(config, config.console, index)
+    with TestClient(console.app(), base_url="http://127.0.0.1") as client:
+        client.post("/login", data={"user": "alice", "password": PASSWORD,
+                                    "csrf": token(client.get("/login").text)})  # fmt: skip
+        queue = stack.postfix.queue()
+        assert len(queue) == 1
+        queue_id = str(queue[0]["queue_id"])
+        listing = client.get("/quarantine").text
+        assert queue_id in listing and "YARA rule markers:Hold_Marker" in listing
+        shown = client.get(f"/quarantine/{queue_id}").text
+        assert "held by yara" in shown and "RELAYGUARD-TEST-HOLD" in shown
+        assert "*** " not in shown  # postcat's record markers are not part of the message
+        released = client.post(
+            f"/quarantine/{queue_id}/release", data={"csrf": token(shown), "confirm": "yes"}
+        )
+        assert released.status_code == 200
+        assert wait_until(lambda: any(m.subject == "held by yara" for m in stack.sink.messages), 20)
+
+        page = client.get("/sources/printer").text
+        disabled = client.post(
+            "/sources/printer/disable",
+            data={"reason": "compromised, ticket 17", "confirm": "yes", "csrf": token(page)},
+        )
+        assert disabled.status_code == 200
+    with stack.submission() as smtp:
+        code, text = smtp.mail("scanner@example.com")
+    assert (code, text.decode()) == (
+        550,
+        "5.7.1 source printer is disabled: compromised, ticket 17",
+    )
+    assert config.relay.audit_log is not None
+    lines = [json.loads(x) for x in config.relay.audit_log.read_text().splitlines()]
+    acts = [(x["event"], x["actor"]) for x in lines if x.get("stage") == "admin"]
+    assert ("quarantine_released", "console:alice") in acts
+    assert ("source_disabled", "console:alice") in acts
+    index.close()
