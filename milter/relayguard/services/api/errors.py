@@ -1,0 +1,27 @@
+"""The API's typed errors: an HTTP status, the request field at fault (if any) and a reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from relayguard.core.errors import RelayguardError
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError(RelayguardError):
+    """Answered as {"error": {"status", "field", "reason"}}; `retry_after` adds Retry-After."""
+
+    status: int
+    reason: str
+    field: str = ""
+    retry_after: int | None = None
+
+    def body(self) -> dict[str, object]:
+        error: dict[str, object] = {"status": self.status, "reason": self.reason}
+        if self.field:
+            error["field"] = self.field
+        return {"error": error}
+
+
+def bad_field(field: str, reason: str) -> ApiError:
+    return ApiError(400, reason, field)

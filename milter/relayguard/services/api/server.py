@@ -1,0 +1,50 @@
+"""Starting `relayguard api serve`: read the config, the API's SASL password, and serve."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from relayguard.config import load_config
+from relayguard.services.api.app import SendApi
+from relayguard.services.api.handoff import Handoff, Relay
+from relayguard.services.http import Listener, listener_problem, serve_asgi
+from relayguard.state.factory import open_store
+
+
+def read_password(path: Path) -> str:
+    """The first line of the password file (kept 0600 or 0640 for the API's user only)."""
+    with path.open(encoding="utf-8") as file:
+        return file.readline().rstrip("\r\n")
+
+
+def serve(config_path: str) -> int:
+    config = load_config(config_path)
+    settings = config.api
+    if settings is None or config.state is None:
+        print("relayguard api serve: the config needs [api] and [state]", file=sys.stderr)
+        return 1
+    listener = Listener(settings.address, settings.port, settings.tls_certificate, settings.tls_key)
+    problem = listener_problem(listener)
+    if problem:
+        print(f"relayguard api serve: {config.path}: api: {problem}", file=sys.stderr)
+        return 1
+    assert settings.sasl_password_file is not None
+    try:
+        password = read_password(settings.sasl_password_file)
+    except OSError as exc:
+        print(
+            f"relayguard api serve: {settings.sasl_password_file}: {exc.strerror}", file=sys.stderr
+        )
+        return 1
+    relay = Relay(
+        settings.relay_host,
+        settings.relay_port,
+        settings.sasl_user,
+        password,
+        float(settings.timeout),
+        settings.connections,
+    )
+    api = SendApi(config, open_store(config.state), Handoff(relay))
+    serve_asgi(api.app(), listener)
+    return 0

@@ -1,0 +1,343 @@
+"""The HTTP send API end to end: `relayguard api serve` (uvicorn) -> Postfix's loopback `api`
+listener -> the real milter -> the sink, with DKIM verified against keys served by real DNS.
+
+The API logs in to the `api` listener as its own SASL user and names the source in MAIL FROM's
+AUTH= parameter; these tests also show that nobody else can use that path (docs/api.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import smtplib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from relayguard.dkim import keys as dkim_keys
+from relayguard.state.sqlite import SqliteStore
+from tests.e2e.conftest import DEVICE_PASSWORD, DEVICE_USER, StackFactory
+from tests.support.api_process import ApiProcess
+from tests.support.dkim_verifiers import verify_dkimpy
+from tests.support.dns_server import DnsServer
+from tests.support.milter_process import MilterProcess
+from tests.support.stack import (
+    DovecotSasl,
+    RelayStack,
+    free_ports,
+    make_dir,
+    make_message,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+RELAYGUARD = [sys.executable, "-m", "relayguard.cli"]
+API_USER = "relayguard-api"
+API_PASSWORD = "api secret for the tests only"
+
+CONFIG = """
+[relay]
+mode = "enforce"
+internal_domains = ["example.com"]
+audit_log = "{audit}"
+
+[milter]
+workers = 1
+socket_group = "postfix"
+
+[state]
+path = "{state}"
+
+[dkim]
+key_directory = "{keys}"
+domains = ["example.com"]
+
+[api]
+port = {api_port}
+relay_port = {relay_port}
+sasl_user = "{api_user}"
+sasl_password_file = "{password_file}"
+
+[[sources]]
+name = "erp"
+sasl_users = ["erp-device"]
+senders = ["erp@example.com"]
+
+[[sources]]
+name = "printer"
+sasl_users = ["{user}"]
+senders = ["scanner@example.com"]
+"""
+
+
+def relayguard(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*RELAYGUARD, *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def dovecot(e2e_dir: Path) -> Iterator[DovecotSasl]:
+    """This module's Dovecot: the device account and the API's own account."""
+    users = {DEVICE_USER: DEVICE_PASSWORD, API_USER: API_PASSWORD}
+    with DovecotSasl(make_dir("dovecot-", e2e_dir), users) as server:
+        server.start()
+        yield server
+
+
+@pytest.fixture(scope="module")
+def keys(e2e_dir: Path) -> Path:
+    directory = make_dir("dkim-keys-", e2e_dir)
+    done = relayguard(
+        "dkim", "generate", "--key-directory", str(directory), "--user", "",
+        "--domain", "example.com", "--selector", "api2026", "--algorithm", "ed25519",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return directory
+
+
+@pytest.fixture(scope="module")
+def dns(keys: Path) -> Iterator[DnsServer]:
+    found = dkim_keys.load_keys(keys, "example.com", ("active",))
+    zone = "\n".join(dkim_keys.zone_line(k).replace(".example.com. ", " ", 1) for k in found)
+    with DnsServer({"example.com": zone}) as server:
+        yield server
+
+
+@dataclass
+class ApiRelay:
+    stack: RelayStack
+    api: ApiProcess
+    config: Path
+    state: Path
+    relay_port: int
+
+    def token(self, source: str) -> str:
+        done = relayguard(
+            "api", "token", "create", "--config", str(self.config), "--source", source
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def post(
+        self, path: str, token: str, *, key: str | None = None, **kwargs: object
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        extra = kwargs.pop("headers", {})
+        assert isinstance(extra, dict)
+        return httpx.post(
+            self.api.url + path,
+            headers=headers | extra,
+            timeout=30,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+
+@pytest.fixture
+def api_relay(e2e_dir: Path, postfix_stack: StackFactory, keys: Path) -> Iterator[ApiRelay]:
+    directory = make_dir("api-", e2e_dir)
+    api_port, relay_port = free_ports(2)
+    password_file = directory / "api-password"
+    password_file.write_text(API_PASSWORD + "\n")
+    password_file.chmod(0o600)
+    config = directory / "relayguard.toml"
+    state = directory / "state.sqlite3"
+    config.write_text(
+        CONFIG.format(
+            audit=directory / "audit.jsonl",
+            state=state,
+            keys=keys,
+            api_port=api_port,
+            relay_port=relay_port,
+            api_user=API_USER,
+            password_file=password_file,
+            user=DEVICE_USER,
+        )
+    )
+    milter = MilterProcess(config, directory / "milter.sock", directory / "milter.log").start()
+    try:
+        stack = postfix_stack(
+            milter.socket_path, api_listen=f"127.0.0.1:{relay_port}", api_sasl_user=API_USER
+        )
+        with ApiProcess(config, api_port, directory / "api.log") as api:
+            yield ApiRelay(stack, api, config, state, relay_port)
+    finally:
+        milter.stop()
+
+
+MESSAGE = {
+    "from": "ERP <erp@example.com>",
+    "to": ["alice@example.com"],
+    "bcc": "audit@example.com",
+    "subject": "Invoice 42",
+    "text": "Your invoice is attached.\n",
+    "html": "<p>Your invoice is attached.</p>",
+    "headers": {"X-Priority": "1"},
+    "attachments": [
+        {
+            "filename": "invoice-42.pdf",
+            "content_type": "application/pdf",
+            "content": base64.b64encode(b"%PDF-1.4 invoice 42").decode(),
+        }
+    ],
+}
+
+
+def test_json_message_is_delivered_dkim_signed(api_relay: ApiRelay, dns: DnsServer) -> None:
+    token = api_relay.token("erp")
+    answer = api_relay.post("/v1/messages", token, json=MESSAGE)
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    [delivered] = api_relay.stack.sink.wait_for(1)
+    message = delivered.message()
+    assert message["Message-ID"] == body["message_id"]
+    assert body["queue_id"] and body["queue_id"] in api_relay.stack.postfix.log_text()
+    assert message["X-Relayguard"].startswith("source=erp; mode=enforce; verdict=accept")
+    assert message["X-Priority"] == "1" and message["Bcc"] is None
+    assert sorted(delivered.rcpt_tos) == ["alice@example.com", "audit@example.com"]
+    [attachment] = list(message.iter_attachments())
+    assert attachment.get_filename() == "invoice-42.pdf"
+    assert attachment.get_content() == b"%PDF-1.4 invoice 42"
+    [signature] = verify_dkimpy(delivered.data, dns)
+    assert (signature.domain, signature.result) == ("example.com", "pass")
+
+
+def test_raw_message_is_delivered_dkim_signed(api_relay: ApiRelay, dns: DnsServer) -> None:
+    token = api_relay.token("erp")
+    raw = make_message("raw report", sender="erp@example.com", recipient="bob@example.com")
+    answer = api_relay.post(
+        "/v1/messages/raw",
+        token,
+        content=raw.as_bytes(),
+        headers={"Content-Type": "message/rfc822"},
+    )
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["message_id"] == raw["Message-ID"]
+    [delivered] = api_relay.stack.sink.wait_for(1)
+    assert delivered.rcpt_tos == ("bob@example.com",)
+    assert delivered.subject == "raw report"
+    [signature] = verify_dkimpy(delivered.data, dns)
+    assert signature.result == "pass"
+
+
+def test_spoofed_from_is_refused_with_the_milters_reason(api_relay: ApiRelay) -> None:
+    token = api_relay.token("erp")
+    answer = api_relay.post("/v1/messages", token, json=MESSAGE | {"from": "ceo@example.com"})
+    assert answer.status_code == 403, answer.text
+    error = answer.json()["error"]
+    assert "erp" in error["reason"] and "ceo@example.com" in error["reason"]
+    assert error["field"] == "from"
+    api_relay.stack.postfix.flush()
+    time.sleep(1.0)
+    assert api_relay.stack.sink.messages == []
+
+
+def test_revoked_token_is_refused(api_relay: ApiRelay) -> None:
+    token = api_relay.token("erp")
+    token_id = token.split("_")[1]
+    done = relayguard("api", "token", "revoke", "--config", str(api_relay.config), token_id)
+    assert done.returncode == 0, done.stderr
+    answer = api_relay.post("/v1/messages", token, json=MESSAGE)
+    assert answer.status_code == 401
+    assert answer.json()["error"]["reason"] == f"token {token_id} was revoked"
+    listed = relayguard("api", "token", "list", "--config", str(api_relay.config), "--json")
+    assert token.split("_", 2)[2] not in listed.stdout and '"digest"' not in listed.stdout
+
+
+def test_disabled_sources_token_is_refused(api_relay: ApiRelay) -> None:
+    token = api_relay.token("erp")
+    SqliteStore(api_relay.state).disable("erp", "compromised ERP", "alice", time.time())
+    answer = api_relay.post("/v1/messages", token, json=MESSAGE)
+    assert answer.status_code == 403
+    assert answer.json()["error"]["reason"] == "source erp is disabled (kill switch)"
+    assert api_relay.stack.sink.attempts == 0
+
+
+def test_idempotent_retry_sends_once(api_relay: ApiRelay) -> None:
+    token = api_relay.token("erp")
+    first = api_relay.post("/v1/messages", token, key="invoice-42", json=MESSAGE)
+    again = api_relay.post("/v1/messages", token, key="invoice-42", json=MESSAGE)
+    assert first.status_code == again.status_code == 202
+    assert first.json() == again.json()
+    other = api_relay.post(
+        "/v1/messages", token, key="invoice-42", json=MESSAGE | {"subject": "Invoice 43"}
+    )
+    assert other.status_code == 422
+    assert other.json()["error"]["field"] == "Idempotency-Key"
+    api_relay.stack.sink.wait_for(1)
+    api_relay.stack.postfix.flush()
+    time.sleep(1.0)
+    assert len(api_relay.stack.sink.messages) == 1
+
+
+def test_postfix_down_is_503_and_nothing_is_lost(api_relay: ApiRelay) -> None:
+    token = api_relay.token("erp")
+    before = api_relay.post("/v1/messages", token, json=MESSAGE | {"subject": "before"})
+    assert before.status_code == 202
+    api_relay.stack.postfix.stop()
+    during = api_relay.post(
+        "/v1/messages", token, key="during", json=MESSAGE | {"subject": "during"}
+    )
+    assert during.status_code == 503, during.text
+    assert int(during.headers["Retry-After"]) > 0
+    api_relay.stack.postfix.start()
+    retried = api_relay.post(
+        "/v1/messages", token, key="during", json=MESSAGE | {"subject": "during"}
+    )
+    assert retried.status_code == 202, retried.text
+    api_relay.stack.postfix.flush()
+    delivered = api_relay.stack.sink.wait_for(2, timeout=30)
+    time.sleep(1.0)
+    assert sorted(m.subject for m in api_relay.stack.sink.messages) == ["before", "during"]
+    assert len(delivered) == 2
+
+
+def _send_on(port: int, user: str | None, password: str, source: str) -> tuple[int, str]:
+    """MAIL FROM erp@example.com AUTH=SOURCE on PORT, as USER (None: no login); the refusal."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        smtp.ehlo()
+        if user is not None:
+            smtp.login(user, password)
+        code, text = smtp.mail("erp@example.com", [f"AUTH={source}"])
+        if code == 250:
+            code, text = smtp.rcpt("alice@example.com")
+        return code, text.decode()
+
+
+def test_only_the_api_can_name_a_source(api_relay: ApiRelay) -> None:
+    """The api listener refuses anyone but the API's login, even a real device's; {auth_author}
+    means nothing on the submission ports, where the API's login is no source at all."""
+    port = api_relay.relay_port
+    refused = [
+        _send_on(port, None, "", "erp"),
+        _send_on(port, DEVICE_USER, DEVICE_PASSWORD, "erp"),
+    ]
+    assert refused == [
+        (550, "5.7.1 listener api is for the send API's login only, not an unauthenticated client"),
+        (
+            550,
+            f"5.7.1 listener api is for the send API's login only, not SASL user '{DEVICE_USER}'",
+        ),
+    ]
+    with api_relay.stack.submission(login=False) as smtp:
+        smtp.login(DEVICE_USER, DEVICE_PASSWORD)
+        code, text = smtp.mail("erp@example.com", ["AUTH=erp"])
+        if code == 250:
+            code, text = smtp.rcpt("alice@example.com")
+        assert code == 550 and b"printer" in text, text  # still the printer, not erp
+    with api_relay.stack.submission(login=False) as smtp:
+        smtp.login(API_USER, API_PASSWORD)
+        code, text = smtp.mail("erp@example.com", ["AUTH=erp"])
+        assert (code, text.decode()) == (
+            550,
+            f"5.7.1 SASL user '{API_USER}' is not registered to any source",
+        )
+    api_relay.stack.postfix.flush()
+    assert api_relay.stack.sink.messages == []
