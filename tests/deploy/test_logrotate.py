@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from relayguard.core.audit_record import AdminRecord
 from relayguard.engine.audit import AuditLog
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
@@ -51,8 +52,12 @@ def test_rendered_logrotate_file_is_valid_idempotent_and_loses_no_line(tmp_path:
     assert second.returncode == 0 and "changed=0" in second.stdout, second.stdout[-3000:]
 
     audit = AuditLog(tmp_path / "audit.jsonl")
+
+    def line(n: int) -> AdminRecord:
+        return AdminRecord("2026-11-23T10:00:00.000Z", "test", "logrotate", reason=str(n))
+
     for n in range(100):
-        audit.write({"n": n})
+        audit.write(line(n))
     rotate = subprocess.run(
         ["logrotate", "-f", "-s", str(tmp_path / "state"), str(conf)],
         capture_output=True,
@@ -61,8 +66,8 @@ def test_rendered_logrotate_file_is_valid_idempotent_and_loses_no_line(tmp_path:
     )
     assert rotate.returncode == 0, rotate.stderr
     for n in range(100, 150):
-        audit.write({"n": n})
+        audit.write(line(n))
     rotated = (tmp_path / "audit.jsonl.1").read_text().splitlines()
     current = (tmp_path / "audit.jsonl").read_text().splitlines()
-    assert [json.loads(line)["n"] for line in rotated + current] == list(range(150))
+    assert [json.loads(row)["reason"] for row in rotated + current] == [str(n) for n in range(150)]
     assert len(current) == 50  # the milter reopened the new file logrotate created

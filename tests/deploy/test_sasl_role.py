@@ -95,7 +95,7 @@ def all_tasks() -> list[tuple[str, dict[str, Any]]]:
 
 def test_the_scan_sees_the_roles_password_tasks() -> None:
     touching = [where for where, task in all_tasks() if secrets_in(task)]
-    assert any("relayguard_sasl/tasks/demo_hash.yml" in where for where in touching), touching
+    assert any("relayguard_sasl/tasks/login_hash.yml" in where for where in touching), touching
 
 
 def test_no_role_puts_a_password_on_a_command_line() -> None:

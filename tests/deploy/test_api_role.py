@@ -1,0 +1,106 @@
+"""The relayguard_api role: off by default, its own user, a hardened unit, [api] rendered.
+
+The role's service definition and the milter role's config task run on this machine into a temp
+dir (tests/deploy/render_api.yml): the configuration is checked by the real `relayguard check`
+(the template's validate) and the unit by `systemd-analyze verify` when it is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV = ROOT / ".venv"
+
+
+def render(tmp_path: Path, **variables: Any) -> subprocess.CompletedProcess[str]:
+    extra = {
+        "relayguard_service__manager": "systemd",
+        "relayguard_service__unit_dir": str(tmp_path),
+        "relayguard_service__start": False,
+        "relayguard_api__command": str(VENV / "bin" / "relayguard"),
+        "relayguard_api__config_file": str(tmp_path / "relayguard.toml"),
+        "relayguard_milter__venv": str(VENV),
+        "relayguard_milter__config_file": str(tmp_path / "relayguard.toml"),
+        "relayguard_milter__audit_log": str(tmp_path / "audit.jsonl"),
+        "relayguard_milter__socket_path": str(tmp_path / "milter.sock"),
+        "relayguard_milter__socket_group": "root",
+        "relayguard_milter__user": "root",
+        "relayguard_milter__group": "root",
+        "relayguard_milter__sources": [
+            {"name": "erp", "sasl_users": ["erp-device"], "senders": ["erp@example.com"]}
+        ],
+        "relayguard_milter__config": {"state": {"path": str(tmp_path / "state.sqlite3")}},
+        **variables,
+    }
+    (tmp_path / "vars.json").write_text(json.dumps(extra))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg"),
+           "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
+    return subprocess.run(
+        [str(VENV / "bin" / "ansible-playbook"), "-i", "localhost,",
+         str(ROOT / "tests/deploy/render_api.yml"), "-e", f"@{tmp_path / 'vars.json'}"],
+        cwd=ROOT / "ansible", env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+
+
+def test_off_by_default_no_api_table(tmp_path: Path) -> None:
+    run = render(tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "api" not in tomllib.loads((tmp_path / "relayguard.toml").read_text())
+
+
+def test_enabled_renders_the_table_and_a_hardened_unit(tmp_path: Path) -> None:
+    run = render(
+        tmp_path,
+        relayguard_api__enabled=True,
+        relayguard_api__settings={"connections": 16, "headers": ["X-Priority"]},
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "Verify the unit of relayguard-api" in run.stdout
+    api = tomllib.loads((tmp_path / "relayguard.toml").read_text())["api"]
+    assert api == {
+        "address": "127.0.0.1",
+        "port": 8580,
+        "relay_host": "127.0.0.1",
+        "relay_port": 10587,
+        "sasl_user": "relayguard-api",
+        "sasl_password_file": "/etc/relayguard/api-sasl-password",
+        "connections": 16,
+        "headers": ["X-Priority"],
+    }
+    unit = (tmp_path / "relayguard-api.service").read_text()
+    for line in (
+        "User=relayguard-api",
+        "Group=relayguard-api",
+        "SupplementaryGroups=relayguard",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n",
+        "ReadWritePaths=/var/lib/relayguard",
+        f"ExecStart={VENV}/bin/relayguard api serve --config {tmp_path}/relayguard.toml",
+    ):
+        assert line in unit, line
+    assert "ExecReload" not in unit  # it reads its configuration at start only
+
+
+def test_tls_files_reach_the_table(tmp_path: Path) -> None:
+    run = render(
+        tmp_path,
+        relayguard_api__enabled=True,
+        relayguard_api__address="0.0.0.0",
+        relayguard_api__tls_certificate="/etc/relayguard/api.crt",
+        relayguard_api__tls_key="/etc/relayguard/api.key",
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    api = tomllib.loads((tmp_path / "relayguard.toml").read_text())["api"]
+    assert (api["address"], api["tls_certificate"], api["tls_key"]) == (
+        "0.0.0.0", "/etc/relayguard/api.crt", "/etc/relayguard/api.key",
+    )  # fmt: skip

@@ -1,0 +1,88 @@
+"""The relayguard_console role: off by default, its own user, a hardened unit, [console] rendered.
+
+The role's service definition and the milter role's config task run on this machine into a
+temp dir (tests/deploy/render_console.yml), the configuration checked by the real
+`relayguard check` (the template's validate) and the unit by `systemd-analyze verify`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV = ROOT / ".venv"
+
+
+def render(tmp_path: Path, **variables: Any) -> subprocess.CompletedProcess[str]:
+    extra = {
+        "relayguard_service__manager": "systemd",
+        "relayguard_service__unit_dir": str(tmp_path),
+        "relayguard_service__start": False,
+        "relayguard_console__venv": str(VENV),
+        "relayguard_milter__venv": str(VENV),
+        "relayguard_milter__config_file": str(tmp_path / "relayguard.toml"),
+        "relayguard_console__config_file": str(tmp_path / "relayguard.toml"),
+        "relayguard_milter__audit_log": str(tmp_path / "audit.jsonl"),
+        "relayguard_milter__socket_path": str(tmp_path / "milter.sock"),
+        "relayguard_milter__socket_group": "root",
+        "relayguard_milter__user": "root",
+        "relayguard_milter__group": "root",
+        "relayguard_milter__sources": [
+            {"name": "printer", "sasl_users": ["printer"], "senders": ["scan@example.com"]}
+        ],
+        **variables,
+    }
+    (tmp_path / "vars.json").write_text(json.dumps(extra))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg"),
+           "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
+    return subprocess.run(
+        [str(VENV / "bin" / "ansible-playbook"), "-i", "localhost,",
+         str(ROOT / "tests/deploy/render_console.yml"), "-e", f"@{tmp_path / 'vars.json'}"],
+        cwd=ROOT / "ansible", env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+
+
+def test_off_by_default_no_console_table(tmp_path: Path) -> None:
+    run = render(tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "console" not in tomllib.loads((tmp_path / "relayguard.toml").read_text())
+
+
+def test_enabled_renders_the_table_and_a_hardened_unit(tmp_path: Path) -> None:
+    run = render(tmp_path, relayguard_console__enabled=True)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "Verify the unit of relayguard-console" in run.stdout
+    console = tomllib.loads((tmp_path / "relayguard.toml").read_text())["console"]
+    assert console == {
+        "address": "127.0.0.1",
+        "port": 8443,
+        "accounts_file": "/var/lib/relayguard/console/users.json",
+        "state_directory": "/var/lib/relayguard/console",
+        "postfix_config": "/etc/postfix",
+        "session_minutes": 480,
+    }
+    unit = (tmp_path / "relayguard-console.service").read_text()
+    for line in (
+        "User=relayguard-console",
+        "SupplementaryGroups=relayguard",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n",
+        f"ExecStart={VENV}/bin/relayguard console serve --config {tmp_path}/relayguard.toml",
+    ):
+        assert line in unit, line
+
+
+def test_off_loopback_without_tls_is_refused(tmp_path: Path) -> None:
+    run = render(tmp_path, relayguard_console__enabled=True, relayguard_console__address="0.0.0.0")
+    assert run.returncode != 0
+    assert "address" in run.stdout and "not loopback" in run.stdout
+    assert not (tmp_path / "relayguard.toml").exists()

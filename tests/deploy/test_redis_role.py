@@ -1,0 +1,126 @@
+"""The relayguard_redis role (issue 15 item 3): Redis with a password, bound where chosen, and the
+relays' [state] pointing at it.
+
+The role's config task renders redis.conf on this machine into a temp dir (twice: the second run
+changes nothing, and the password never shows in the play's output); a real redis-server runs on
+it: without the password nothing is answered, CONFIG is off, an address it is not bound to is
+refused. Two relay nodes' configurations, rendered by the milter role with the URL the Redis role
+provides, share the kill switch through it: a source disabled through node A is disabled for B.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.deploy.test_milter_config import render as render_milter_config
+from tests.support.stack import free_port, wait_until
+
+pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV = ROOT / ".venv"
+PASSWORD = "test-redis-password-0123456789abcdef"
+
+
+def render(tmp_path: Path, port: int, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
+    extra: dict[str, Any] = {
+        "relayguard_redis__bind": ["127.0.0.1"],
+        "relayguard_redis__port": port,
+        "relayguard_redis__password": password,
+        "relayguard_redis__config_file": str(tmp_path / "redis.conf"),
+        "relayguard_redis__data_dir": str(tmp_path / "data"),
+        "relayguard_redis__user": "root",
+        "relayguard_redis__group": "root",
+        "url_file": str(tmp_path / "url"),
+    }
+    (tmp_path / "redis-vars.json").write_text(json.dumps(extra))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg"),
+           "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
+    return subprocess.run(
+        [str(VENV / "bin" / "ansible-playbook"), "-i", "localhost,",
+         str(ROOT / "tests/deploy/render_redis.yml"), "-e", f"@{tmp_path / 'redis-vars.json'}"],
+        cwd=ROOT / "ansible", env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[int]:
+    """redis-server on the role's rendered configuration, stopped by its PID afterwards."""
+    port = free_port()
+    first = render(tmp_path, port)
+    assert first.returncode == 0, first.stdout[-4000:]
+    second = render(tmp_path, port)
+    assert second.returncode == 0 and re.search(r"changed=0\b", second.stdout), second.stdout
+    assert PASSWORD not in first.stdout + first.stderr + second.stdout + second.stderr
+    log = (tmp_path / "redis.log").open("wb")
+    process = subprocess.Popen(
+        ["redis-server", str(tmp_path / "redis.conf")], stdout=log, stderr=subprocess.STDOUT
+    )
+    client = redis.Redis(host="127.0.0.1", port=port, password=PASSWORD)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    try:
+        assert wait_until(answers, 15), (tmp_path / "redis.log").read_text()
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def test_redis_needs_the_password_and_listens_only_where_bound(redis_server: int) -> None:
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=redis_server).ping()
+    client = redis.Redis(host="127.0.0.1", port=redis_server, password=PASSWORD)
+    assert client.ping()
+    with pytest.raises(redis.ResponseError, match="unknown command"):
+        client.execute_command("CONFIG", "GET", "bind")
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(host="127.0.0.2", port=redis_server, password=PASSWORD).ping()
+
+
+def test_two_nodes_share_the_kill_switch_through_the_roles_redis(
+    redis_server: int, tmp_path: Path
+) -> None:
+    url = (tmp_path / "url").read_text()
+    assert url == f"redis://:{PASSWORD}@127.0.0.1:{redis_server}/0"
+    configs = []
+    for node in ("node-a", "node-b"):
+        node_dir = tmp_path / node
+        node_dir.mkdir()
+        variables = {
+            "relayguard_milter__sources": [
+                {"name": "printer", "sasl_users": ["printer"], "senders": ["printer@example.com"]}
+            ],
+            "relayguard_milter__config": {"state": {"backend": "redis", "redis_url": url}},
+        }
+        result = render_milter_config(node_dir, variables)
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert PASSWORD not in (node_dir / "relayguard.toml").read_text().replace(url, "")
+        configs.append(node_dir / "relayguard.toml")
+
+    def relayguard(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(VENV / "bin" / "relayguard"), "sources", *args, "--config", str(config)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    disabled = relayguard("disable", "printer", "--reason", "stolen password", config=configs[0])
+    assert disabled.returncode == 0, disabled.stdout + disabled.stderr
+    listed = relayguard("disabled", config=configs[1])
+    assert listed.returncode == 0 and "printer" in listed.stdout, listed.stdout + listed.stderr
+    assert PASSWORD not in disabled.stdout + disabled.stderr + listed.stdout + listed.stderr

@@ -1,0 +1,145 @@
+"""Rules as code (issue 15 item 2): the milter role deploys a site's rules directory only after
+`relayguard rules check` and the site's `rules test --suite` passed on the relay.
+
+The role's rules and config tasks run on this machine into a temp dir (tests/deploy/
+render_rules.yml): a good set goes live behind the symlink and the rendered configuration reads
+it; a second run changes nothing; a rule that does not compile, or a set that fails its own
+suite, is refused with the rule's file and line and the previous set stays live.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV = ROOT / ".venv"
+CONTENT = ROOT / "tests" / "data" / "content"
+DLP_TOML = """\
+# The finance team's DLP rules: merged into relayguard.toml by the relayguard_milter role.
+[[dlp_detectors]]
+name = "badge_number"
+pattern = 'EMP\\d{6}'
+context = ["badge"]
+context_window = 40
+
+[[dlp_profiles]]
+name = "pci"
+detectors = { card_number = 3, badge_number = 1 }
+action = "reject"
+"""
+BROKEN_RULE = """
+rule Broken_Rule {
+  condition:
+    filesize >
+}
+"""
+
+
+def site_rules(root: Path) -> Path:
+    """A site's rules directory: YARA files, dlp.toml and a `rules test` suite."""
+    site = root / "site-rules"
+    shutil.copytree(CONTENT / "yara", site / "yara")
+    (site / "dlp.toml").write_text(DLP_TOML)
+    shutil.copytree(CONTENT / "suite", site / "tests", ignore=shutil.ignore_patterns("*.toml"))
+    shutil.copy(CONTENT / "suite" / "manifest.toml", site / "tests" / "manifest.toml")
+    return site
+
+
+def deploy(tmp_path: Path, site: Path) -> subprocess.CompletedProcess[str]:
+    extra = {
+        "relayguard_milter__venv": str(VENV),
+        "relayguard_milter__rules_src": str(site),
+        "relayguard_milter__rules_dir": str(tmp_path / "etc" / "rules"),
+        "relayguard_milter__config_file": str(tmp_path / "etc" / "relayguard.toml"),
+        "relayguard_milter__audit_log": str(tmp_path / "audit.jsonl"),
+        "relayguard_milter__socket_path": str(tmp_path / "milter.sock"),
+        "relayguard_milter__socket_group": "root",
+        "relayguard_milter__user": "root",
+        "relayguard_milter__group": "root",
+        "relayguard_milter__sources": [
+            {"name": "billing", "sasl_users": ["billing"], "senders": ["@example.com"],
+             "dlp_profile": "pci"},
+        ],
+    }  # fmt: skip
+    (tmp_path / "vars.json").write_text(json.dumps(extra))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg"),
+           "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
+    return subprocess.run(
+        [str(VENV / "bin" / "ansible-playbook"), "-i", "localhost,",
+         str(ROOT / "tests/deploy/render_rules.yml"), "-e", f"@{tmp_path / 'vars.json'}"],
+        cwd=ROOT / "ansible", env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+
+
+def releases(tmp_path: Path) -> list[str]:
+    return sorted(p.name for p in (tmp_path / "etc" / "rules.releases").iterdir())
+
+
+def test_good_rules_go_live_and_a_broken_set_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    site = site_rules(tmp_path)
+    live = tmp_path / "etc" / "rules"
+
+    first = deploy(tmp_path, site)
+    assert first.returncode == 0, first.stdout[-4000:]
+    assert live.is_symlink()
+    good_release = os.readlink(live)
+    assert (live / "yara" / "markers.yar").read_bytes() == (site / "yara/markers.yar").read_bytes()
+    config = tomllib.loads((tmp_path / "etc" / "relayguard.toml").read_text())
+    assert config["yara"]["rules_dir"] == f"{live}/yara"
+    assert [d["name"] for d in config["dlp_detectors"]] == ["badge_number"]
+    assert config["dlp_profiles"][0]["detectors"] == {"card_number": 3, "badge_number": 1}
+    # The live configuration, through the symlink, passes the site's own suite.
+    suite = subprocess.run(
+        [str(VENV / "bin" / "relayguard"), "rules", "test", "--config",
+         str(tmp_path / "etc" / "relayguard.toml"), "--suite", str(live / "tests")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert suite.returncode == 0 and "4 passed" in suite.stdout, suite.stdout + suite.stderr
+
+    second = deploy(tmp_path, site)
+    assert second.returncode == 0 and re.search(r"changed=0\b", second.stdout), second.stdout
+
+    # A rule that does not compile: refused with the site's file and line, old set stays live.
+    with (site / "yara" / "markers.yar").open("a") as rules:
+        rules.write(BROKEN_RULE)
+    broken_line = (site / "yara" / "markers.yar").read_text().count("\n")
+    broken = deploy(tmp_path, site)
+    assert broken.returncode != 0
+    assert f"{site}/yara/markers.yar line {broken_line}" in broken.stdout, broken.stdout[-4000:]
+    assert os.readlink(live) == good_release
+    assert releases(tmp_path) == sorted(
+        [Path(good_release).name, Path(good_release).name + ".toml"]
+    )
+
+    # Rules that compile but fail the site's suite: refused too, naming the failing sample.
+    (site / "yara" / "markers.yar").write_text((CONTENT / "yara" / "markers.yar").read_text())
+    manifest = (site / "tests" / "manifest.toml").read_text()
+    (site / "tests" / "manifest.toml").write_text(
+        manifest.replace('expect = "quarantine"', 'expect = "reject"')
+    )
+    failing = deploy(tmp_path, site)
+    assert failing.returncode != 0
+    assert "FAIL hold-marker.eml" in failing.stdout, failing.stdout[-4000:]
+    assert os.readlink(live) == good_release
+
+    # Two newer good sets: each goes live, the one it replaced stays, older ones are removed.
+    (site / "tests" / "manifest.toml").write_text(manifest)
+    for revision in ("second", "third"):
+        (site / "dlp.toml").write_text(f"# {revision} revision\n{DLP_TOML}")
+        previous = os.readlink(live)
+        newer = deploy(tmp_path, site)
+        assert newer.returncode == 0, newer.stdout[-4000:]
+        assert os.readlink(live) != previous
+        kept = [Path(os.readlink(live)).name, Path(previous).name]
+        assert releases(tmp_path) == sorted(kept + [name + ".toml" for name in kept])
