@@ -4,7 +4,7 @@ Ed25519, measured in one run on one machine with relayguard's own signing functi
     .venv/bin/python bench/dkim_bench.py [--size 10240] [--repeats 7] [--count 200]
 
 Each repeat signs `count` messages with every variant, in a rotated order, and the report gives
-the median over repeats of milliseconds per message (signing.prepare and signing.sign: body and
+the median over repeats of milliseconds per message (signer.prepare and signer.sign: body and
 header canonicalisation, hashing, the private-key operation, header construction), and the same
 through dkimpy's own DKIM.sign (its body canonicalisation, the way before dkim/canonical.py).
 """
@@ -24,6 +24,7 @@ import dkim
 
 from relayguard.dkim import keys as dkim_keys
 from relayguard.dkim import openssl as dkim_openssl
+from relayguard.dkim import signer
 from relayguard.parsing.rfc5322 import split_header_block
 from relayguard.transforms import signing
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             chosen = (keys["ed25519"],)
         if variant.endswith("one body hash"):
             chosen = (keys["rsa"], keys["ed25519"])
-        signing.sign(signing.prepare(header_bytes, raw[offset:]), chosen, include)
+        signer.sign(signer.prepare(header_bytes, raw[offset:]), chosen, include)
 
     def run(variant: str) -> float:
         if variant.endswith("pure Python"):

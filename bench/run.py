@@ -293,8 +293,14 @@ def message_file(directory: Path, size: int) -> Path:
 
 
 def cpu_jiffies(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
+    """utime + stime of a live process; 0 for one that exited (its CPU is then not counted: the
+    run is marked, see Bench.load)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
 
 
 def machine_busy_jiffies() -> int:
@@ -308,7 +314,11 @@ def memory_mb(pids: list[int], field: str) -> float:
     source = "smaps_rollup" if field == "Pss" else "status"
     total = 0
     for pid in pids:
-        for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
+        try:
+            text = Path(f"/proc/{pid}/{source}").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a peer's worker that exited (Rspamd replaces its own): nothing to count
+        for line in text.splitlines():
             if line.startswith(f"{field}:"):
                 total += int(line.split()[1])
     return total / 1024
@@ -486,6 +496,9 @@ class Bench:
         # A refused or timed-out message is reported, not fatal: one bad run must not lose the
         # other results of an hour-long benchmark.
         error = loaded.stderr.decode(errors="replace").strip()[:300] if loaded.returncode else ""
+        gone = [pid for pid in pids if not Path(f"/proc/{pid}").exists()]
+        if gone:  # e.g. a peer replacing a worker: its CPU before it exited is not in milter_ms
+            error = (error + "; " if error else "") + f"milter process(es) {gone} exited"
         seconds = time.perf_counter() - started
         machine_ms = (machine_busy_jiffies() - machine_before) * 1000 / self.hz / count
         milter_ms = (sum(cpu_jiffies(pid) for pid in pids) - milter_before) * 1000 / self.hz

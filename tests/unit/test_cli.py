@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from relayguard.cli import main
+from relayguard.dkim import keys as dkim_keys
 
 pytestmark = pytest.mark.unit
 
@@ -196,11 +197,20 @@ def test_test_message_imports_no_other_command_nor_unused_backend(
 
 
 def test_test_message_signs_through_openssl_like_a_worker(
-    write_config: Callable[..., Path], data: Path
+    write_config: Callable[..., Path], data: Path, tmp_path: Path
 ) -> None:
-    """The dry run installs what a worker installs at start (nothing does it at import)."""
-    after = run_in_fresh_interpreter(
-        "test-message", data / "good.eml", "--config", write_config(), "--source", "scanner-hq"
+    """The dry run of a config that signs installs what a worker installs at start (nothing does
+    it at import); one that does not sign never even imports dkimpy."""
+    keys = tmp_path / "keys"
+    dkim_keys.generate(keys, "example.com", "rsa1", "rsa")
+    signing = tmp_path / "signing.toml"
+    dkim = f'\n[dkim]\nkey_directory = "{keys}"\ndomains = ["example.com"]\n'
+    signing.write_text(write_config().read_text() + dkim)
+    args = (data / "good.eml", "--source", "scanner-hq")
+    signed = run_in_fresh_interpreter("test-message", args[0], "--config", signing, *args[1:])
+    assert signed["openssl"] is True
+    unsigned = run_in_fresh_interpreter(
+        "test-message", args[0], "--config", write_config(), *args[1:]
     )
-    assert after["openssl"] is True
+    assert unsigned["openssl"] is False and "dkim" not in unsigned["modules"]
     assert run_in_fresh_interpreter("--help")["openssl"] is False

@@ -25,6 +25,7 @@ from relayguard.core.verdict import Action, Decision, Mode, Verdict
 from relayguard.dkim import canonical as dkim_canonical
 from relayguard.dkim import keys as dkim_keys
 from relayguard.dkim import openssl as dkim_openssl
+from relayguard.dkim import signer as dkim_signer
 from relayguard.engine.runtime import prepare_process
 from relayguard.parsing.rfc5322 import split_header_block
 from relayguard.transforms import signing
@@ -98,9 +99,9 @@ def subject_for(config: Config, raw: bytes = MESSAGE) -> Subject:
     return Subject(config, config.sources[0], envelope, message=message_from_bytes(raw, envelope))
 
 
-def signer(raw: bytes = MESSAGE) -> signing.PreparedMessage:
+def signer(raw: bytes = MESSAGE) -> dkim_signer.PreparedMessage:
     headers, offset = split_header_block(raw)
-    return signing.prepare([(name.encode(), value) for name, value in headers], raw[offset:])
+    return dkim_signer.prepare([(name.encode(), value) for name, value in headers], raw[offset:])
 
 
 def dkimpy_sign(
@@ -132,7 +133,7 @@ def delivered(subject: Subject, decision: Decision) -> bytes:
     """The message as Postfix delivers it: added headers appended in order."""
     headers = signing.delivered_headers(subject, decision)
     assert subject.message is not None
-    return signing.render(headers, subject.message.body)
+    return dkim_signer.render(headers, subject.message.body)
 
 
 # --- RSA through OpenSSL -------------------------------------------------------------------------
@@ -150,10 +151,10 @@ def test_whole_signature_is_identical_with_either_rsa_path(key_dir: Path) -> Non
     rsa_key = next(k for k in dkim_keys.load_keys(key_dir, "example.com") if k.algorithm == "rsa")
     include = signing.header_list([(b"from", b"x")])
     with mock.patch("time.time", return_value=1_800_000_000):
-        fast = signing.sign(signer(), (rsa_key,), include)
+        fast = dkim_signer.sign(signer(), (rsa_key,), include)
         dkim_openssl.uninstall()
         try:
-            slow = signing.sign(signer(), (rsa_key,), include)
+            slow = dkim_signer.sign(signer(), (rsa_key,), include)
         finally:
             dkim_openssl.install()
     assert fast == slow
@@ -170,7 +171,7 @@ def test_dkimpy_signs_through_the_openssl_function(key_dir: Path) -> None:
         ) as spy,
         mock.patch.object(dkim.crypto, "rsa_decrypt", side_effect=AssertionError("pure Python")),
     ):
-        signing.sign(signer(), (rsa_key,), signing.header_list([]))
+        dkim_signer.sign(signer(), (rsa_key,), signing.header_list([]))
     assert spy.call_count == 1
 
 
@@ -212,7 +213,7 @@ def test_a_key_is_parsed_once_however_many_messages_it_signs(key_dir: Path) -> N
     rsa_key = next(k for k in dkim_keys.load_keys(key_dir, "example.com") if k.algorithm == "rsa")
     dkim_openssl.cached_pem_parse.cache_clear()
     for _ in range(3):
-        signing.sign(signer(), (rsa_key,), signing.header_list([]))
+        dkim_signer.sign(signer(), (rsa_key,), signing.header_list([]))
     info = dkim_openssl.cached_pem_parse.cache_info()
     assert (info.misses, info.hits) == (1, 2)
 
@@ -235,7 +236,7 @@ def test_signer_sees_the_body_as_dkimpy_parsing_the_whole_message_would(
     head = MESSAGE[: MESSAGE.index(b"\r\n\r\n") + 4]
     include = signing.header_list([(b"from", b"x")])
     with mock.patch("time.time", return_value=1_800_000_000):
-        ours = signing.sign(signer(head + body), keys, include)
+        ours = dkim_signer.sign(signer(head + body), keys, include)
         whole = dkimpy_sign(head + body, keys, include)
     assert ours == whole
 
@@ -270,7 +271,7 @@ def test_bh_and_b_equal_dkimpy_on_random_bodies_and_headers(
         [(name.encode(), b"") for name in ("From", "To", "Subject", "Date", *extra)]
     )
     with mock.patch("time.time", return_value=1_800_000_000):
-        assert signing.sign(signer(raw), keys, include) == dkimpy_sign(raw, keys, include)
+        assert dkim_signer.sign(signer(raw), keys, include) == dkimpy_sign(raw, keys, include)
 
 
 @pytest.mark.parametrize(
@@ -298,7 +299,7 @@ def test_the_body_is_canonicalised_once_whatever_the_number_of_keys(key_dir: Pat
         ) as ours,
         mock.patch.object(Relaxed, "canonicalize_body", side_effect=AssertionError("dkimpy")),
     ):
-        signing.sign(signer(), keys, signing.header_list([]))
+        dkim_signer.sign(signer(), keys, signing.header_list([]))
     assert ours.call_count == 1
 
 
@@ -386,7 +387,7 @@ def test_signing_error_raises_so_the_pipeline_tempfails(config: Callable[..., Co
     )
     keys = {"example.com": broken}
     cfg = replace(cfg, dkim=replace(cfg.dkim, keys=keys))
-    with pytest.raises(signing.SigningError):
+    with pytest.raises(dkim_signer.SigningError):
         signing.sign_delivered(subject_for(cfg), accepted())
 
 

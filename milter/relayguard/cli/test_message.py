@@ -43,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    prepare_process()  # sign as a worker does
     config = load_config(args.config)
+    if config.dkim.domains:
+        prepare_process()  # sign as a worker does (dkimpy is imported only to sign)
     try:
         result = dry_run(config, args.file, args.source, args.mail_from, args.rcpt)
     except DryRunError as exc:

@@ -10,10 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from relayguard.config.declare import absolute, choice, number, text, texts
 from relayguard.config.relay import domain
-from relayguard.dkim.keys import SigningKey
+
+if TYPE_CHECKING:  # the keys are loaded by config/resolve.py; cryptography is not needed to parse
+    from relayguard.dkim.keys import SigningKey
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,6 @@ from enum import StrEnum
 
 from relayguard.core.safe_text import printable
 from relayguard.dlp.detectors import Detector, Match, scan_text
-from relayguard.dlp.extract import ExtractionError, extract_text
 from relayguard.parsing.mime import Part
 
 
@@ -59,6 +58,9 @@ class DlpScan:
 
 
 def scan_parts(parts: Iterable[Part], detectors: Sequence[Detector]) -> DlpScan:
+    # Imported on first scan: the text extractors (PDF, OOXML) are not needed to read a config.
+    from relayguard.dlp.extract import ExtractionError, extract_text  # noqa: PLC0415
+
     scan = DlpScan()
     everything: dict[str, list[Match]] = {}
     for part in parts:

@@ -15,7 +15,6 @@ import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from relayguard import metrics
 from relayguard.anomaly.detector import ACTOR, LOCK_PREFIX, Detector, Finding, Traffic
 from relayguard.checks.killswitch import NAME as KILL_SWITCH
 from relayguard.config import Config
@@ -49,16 +48,23 @@ def traffic_from_record(record: DecisionRecord) -> Traffic | None:
     return Traffic(record.source, 1, record.recipients + refused, refusals, monitor)
 
 
+def _count_anomaly(source: str, rule: str, action: str) -> None:
+    """The metric, imported on first use: prometheus_client is for processes that count."""
+    from relayguard import metrics  # noqa: PLC0415
+
+    metrics.count_anomaly(source, rule, action)
+
+
 class AnomalyObserver:
     def __init__(
         self,
         detector: Detector,
         audit: AuditLog,
-        count: Callable[[str, str, str], None] = metrics.count_anomaly,
+        count: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.detector = detector
         self.audit = audit
-        self.count = count
+        self.count = count or _count_anomaly
         weakref.finalize(self, audit.close)
 
     def __call__(self, record: AuditRecord) -> None:

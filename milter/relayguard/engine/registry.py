@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from relayguard import metrics
 from relayguard.checks import (
     Check,
     clamav,
@@ -54,8 +53,17 @@ TRANSFORMS: tuple[Callable[[Config], Sequence[Transform]], ...] = (
     signing.transforms,  # must stay last: the signature covers what the transforms before added
 )
 
+
+def metrics_observers(config: Config) -> Sequence[Observer]:
+    """prometheus_client costs ~60 ms to import: only a process that counts (a milter worker)
+    pays it, never `relayguard test-message` or `--help`, which build no observers."""
+    from relayguard import metrics  # noqa: PLC0415
+
+    return metrics.observers(config)
+
+
 OBSERVERS: tuple[Callable[[Config], Sequence[Observer]], ...] = (
-    metrics.observers,
+    metrics_observers,
     anomaly_observer.observers,  # learns each source's baseline; may lock it (kill switch)
 )
 

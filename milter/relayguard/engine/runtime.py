@@ -14,7 +14,6 @@ from pathlib import Path
 
 from relayguard.config import Config, load_config
 from relayguard.core.errors import ConfigError
-from relayguard.dkim import openssl as dkim_openssl
 from relayguard.engine.audit import AuditLog
 from relayguard.engine.pipeline import Pipeline
 from relayguard.engine.registry import Observer, build_observers
@@ -27,6 +26,8 @@ def prepare_process() -> None:
     worker, `relayguard test-message`), never as a side effect of an import: dkimpy signs RSA
     through OpenSSL (dkim/openssl.py). The metrics' multiprocess values are set by the
     supervisor before it forks (metrics.start_exporter)."""
+    from relayguard.dkim import openssl as dkim_openssl  # noqa: PLC0415 (dkimpy: only to sign)
+
     dkim_openssl.install()
 
 

@@ -20,25 +20,13 @@ audit line, as `dkim.missing_key` says.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
-
-import dkim
-import dkim.crypto
-import nacl.encoding
-import nacl.exceptions
-import nacl.signing
-from dkim.canonicalization import CanonicalizationPolicy
+from dataclasses import replace
 
 from relayguard.checks import Subject
 from relayguard.config import Config
-from relayguard.core.errors import RelayguardError
 from relayguard.core.verdict import Action, Decision, Facts, Mode, Verdict
-from relayguard.dkim import canonical as dkim_canonical
-from relayguard.dkim.keys import SigningKey
 from relayguard.parsing.rfc5322 import HeaderViolation, ascii_lower, parse_mailbox_field
 from relayguard.transforms import Transform, replaced_header_names
 
@@ -73,10 +61,6 @@ SIGNED_HEADERS = (
 ADDED_BY_POSTFIX_WHEN_MISSING = frozenset({"date", "message-id", "to"})
 
 
-class SigningError(RelayguardError):
-    """dkimpy could not sign (bad key, bad message); the pipeline makes it a tempfail."""
-
-
 def delivered_headers(subject: Subject, decision: Decision) -> list[tuple[bytes, bytes]]:
     """The header section Postfix will deliver, in order (Received aside, which is not signed)."""
     assert subject.message is not None
@@ -90,15 +74,6 @@ def delivered_headers(subject: Subject, decision: Decision) -> list[tuple[bytes,
     ]
     added = [(name.encode("ascii"), value.encode("utf-8")) for name, value in decision.headers]
     return original + added
-
-
-def render(headers: Iterable[tuple[bytes, bytes]], body: bytes) -> bytes:
-    """A CRLF message from (name, value) pairs as libmilter passes them (folds may be bare LF)."""
-    lines = []
-    for name, raw in headers:
-        value = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n").lstrip(b" \t")
-        lines.append(name + b": " + value + b"\r\n")
-    return b"".join(lines) + b"\r\n" + body
 
 
 def header_list(headers: Sequence[tuple[bytes, bytes]], extra: Iterable[str] = ()) -> list[bytes]:
@@ -116,84 +91,6 @@ def header_list(headers: Sequence[tuple[bytes, bytes]], extra: Iterable[str] = (
             continue
         include.extend([lower] * (count + 1))
     return include
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedMessage:
-    """What every key of one message signs: dkimpy's parse of the header section (for the h=
-    fields) and the relaxed body hash, computed once for all keys (dkim/canonical.py)."""
-
-    headers: dkim.DKIM
-    body_hash: bytes  # bh=, base64
-
-
-def prepare(headers: Iterable[tuple[bytes, bytes]], body: bytes) -> PreparedMessage:
-    """dkimpy parses only the header section: the (possibly 40 MB) body is never rendered into a
-    message for dkimpy to split into lines again, nor canonicalised by it once per key."""
-    parsed = dkim.DKIM(render(headers, b""), linesep=b"\n")
-    return PreparedMessage(parsed, dkim_canonical.relaxed_body_hash(body))
-
-
-def sign(
-    message: PreparedMessage, keys: Sequence[SigningKey], include: Sequence[bytes]
-) -> list[tuple[str, str]]:
-    """One DKIM-Signature field per key, as (name, value) for addheader (folds as LF + TAB)."""
-    fields = []
-    for key in keys:
-        try:
-            header = _signature(message, key, tuple(include))
-        except (
-            dkim.DKIMException,
-            dkim.crypto.UnparsableKeyError,
-            nacl.exceptions.ValueError,
-        ) as exc:
-            raise SigningError(f"cannot sign with {key.domain}/{key.selector}: {exc}") from exc
-        name, _, value = header.decode("ascii").partition(":")
-        fields.append((name, value.strip().replace("\n ", "\n\t").rstrip("\n")))
-    return fields
-
-
-def _signature(message: PreparedMessage, key: SigningKey, include: tuple[bytes, ...]) -> bytes:
-    """The field dkimpy's DKIM.sign writes (c=relaxed/relaxed, no l=), from the shared body hash.
-    dkimpy still builds, folds and hashes the header part, and signs through the module-level
-    functions relayguard.dkim.openssl.install() replaces; tests compare the bytes with its sign."""
-    signer = message.headers
-    algorithm = key.dkim_algorithm
-    private = _private_key(key)
-    if b"from" not in include:  # RFC 6376 §5.4: From MUST be signed
-        raise dkim.ParameterError("The From header field MUST be signed")
-    for name in signer.should_not_sign.intersection(include):
-        raise dkim.ParameterError(f"The {name!r} header field SHOULD NOT be signed")
-    domain = key.domain.encode("ascii")
-    signer.signature_algorithm = algorithm
-    signer.hasher = hashlib.sha256
-    fields = [
-        (b"v", b"1"),
-        (b"a", algorithm),
-        (b"c", b"relaxed/relaxed"),
-        (b"d", domain),
-        (b"i", b"@" + domain),
-        (b"q", b"dns/txt"),
-        (b"s", key.selector.encode("ascii")),
-        (b"t", str(int(time.time())).encode("ascii")),
-        (b"h", b" : ".join(include)),
-        (b"bh", message.body_hash),
-        # dkimpy's placeholder: b= folds onto its own line, so the value does not refold.
-        (b"b", b"0" * 60),
-    ]
-    value: bytes = signer.gen_header(fields, include, RELAXED, b"DKIM-Signature", private)
-    return b"DKIM-Signature: " + value
-
-
-RELAXED = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
-
-
-def _private_key(key: SigningKey) -> object:
-    """The key as dkimpy's gen_header takes it. RSA goes through the module-level name
-    relayguard.dkim.openssl.install() replaces with its per-key cache, as dkimpy's sign does."""
-    if key.dkim_algorithm == b"rsa-sha256":
-        return dkim.parse_pem_private_key(key.private)
-    return nacl.signing.SigningKey(key.private, encoder=nacl.encoding.Base64Encoder)
 
 
 def signing_domain(config: Config, from_domain: str) -> str | None:
@@ -225,7 +122,10 @@ def sign_delivered(subject: Subject, decision: Decision) -> Decision:
     keys = config.dkim.keys[domain]
     headers = delivered_headers(subject, decision)
     include = header_list(headers, (name for name, _ in decision.headers))
-    fields = sign(prepare(headers, message.body), keys, include)
+    # Imported here: only a relay that signs pays for dkimpy's import (dkim/signer.py).
+    from relayguard.dkim import signer  # noqa: PLC0415
+
+    fields = signer.sign(signer.prepare(headers, message.body), keys, include)
     selectors = ",".join(f"{k.selector}({k.algorithm})" for k in keys)
     signed = replace(decision, headers=(*decision.headers, *fields))
     facts: Facts = {
