@@ -7,14 +7,14 @@ dir (tests/deploy/render_api.yml): the configuration is checked by the real `rel
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.deploy.playbook import run_playbook
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
 
@@ -42,14 +42,7 @@ def render(tmp_path: Path, **variables: Any) -> subprocess.CompletedProcess[str]
         "relayguard_milter__config": {"state": {"path": str(tmp_path / "state.sqlite3")}},
         **variables,
     }
-    (tmp_path / "vars.json").write_text(json.dumps(extra))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg"),
-           "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
-    return subprocess.run(
-        [str(VENV / "bin" / "ansible-playbook"), "-i", "localhost,",
-         str(ROOT / "tests/deploy/render_api.yml"), "-e", f"@{tmp_path / 'vars.json'}"],
-        cwd=ROOT / "ansible", env=env, capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
+    return run_playbook("render_api.yml", extra, tmp_path)
 
 
 def test_off_by_default_no_api_table(tmp_path: Path) -> None:

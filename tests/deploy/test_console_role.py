@@ -7,14 +7,14 @@ temp dir (tests/deploy/render_console.yml), the configuration checked by the rea
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.deploy.playbook import run_playbook
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
 
@@ -41,14 +41,7 @@ def render(tmp_path: Path, **variables: Any) -> subprocess.CompletedProcess[str]
         ],
         **variables,
     }
-    (tmp_path / "vars.json").write_text(json.dumps(extra))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg"),
-           "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
-    return subprocess.run(
-        [str(VENV / "bin" / "ansible-playbook"), "-i", "localhost,",
-         str(ROOT / "tests/deploy/render_console.yml"), "-e", f"@{tmp_path / 'vars.json'}"],
-        cwd=ROOT / "ansible", env=env, capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
+    return run_playbook("render_console.yml", extra, tmp_path)
 
 
 def test_off_by_default_no_console_table(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ rotation of the audit log while the milter writes loses no line."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from relayguard.core.audit_record import AdminRecord
 from relayguard.engine.audit import AuditLog
+from tests.deploy.playbook import run_playbook
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
 
@@ -27,14 +27,7 @@ def render(tmp_path: Path) -> subprocess.CompletedProcess[str]:
         "relayguard_milter__user": "root",
         "relayguard_milter__group": "root",
     }
-    (tmp_path / "vars.json").write_text(json.dumps(extra))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg"),
-           "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
-    return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(ROOT / "tests/deploy/render_logrotate.yml"),
-         "-e", f"@{tmp_path / 'vars.json'}"],
-        cwd=ROOT / "ansible", env=env, capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
+    return run_playbook("render_logrotate.yml", extra, tmp_path)
 
 
 def test_rendered_logrotate_file_is_valid_idempotent_and_loses_no_line(tmp_path: Path) -> None:

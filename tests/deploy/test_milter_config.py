@@ -9,8 +9,6 @@ variables; a second run changes nothing. The argument specs allow what the confi
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
 import tomllib
@@ -21,6 +19,7 @@ import pytest
 import yaml
 
 from relayguard.config.declare import ERROR_ACTIONS, FAILURE_ACTIONS
+from tests.deploy.playbook import run_playbook
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
 
@@ -51,14 +50,7 @@ def render(tmp_path: Path, variables: dict[str, Any]) -> subprocess.CompletedPro
         "relayguard_milter__group": "root",
         **variables,
     }
-    (tmp_path / "vars.json").write_text(json.dumps(extra))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg"),
-           "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
-    return subprocess.run(
-        [str(VENV / "bin" / "ansible-playbook"), "-i", "localhost,",
-         str(ROOT / "tests/deploy/render_config.yml"), "-e", f"@{tmp_path / 'vars.json'}"],
-        cwd=ROOT / "ansible", env=env, capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
+    return run_playbook("render_config.yml", extra, tmp_path)
 
 
 def test_every_feature_of_the_site_example_renders_and_passes_relayguard_check(

@@ -10,8 +10,6 @@ provides, share the kill switch through it: a source disabled through node A is 
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 
+from tests.deploy.playbook import run_playbook
 from tests.deploy.test_milter_config import render as render_milter_config
 from tests.support.stack import free_port, wait_until
 
@@ -42,14 +41,7 @@ def render(tmp_path: Path, port: int, password: str = PASSWORD) -> subprocess.Co
         "relayguard_redis__group": "root",
         "url_file": str(tmp_path / "url"),
     }
-    (tmp_path / "redis-vars.json").write_text(json.dumps(extra))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg"),
-           "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
-    return subprocess.run(
-        [str(VENV / "bin" / "ansible-playbook"), "-i", "localhost,",
-         str(ROOT / "tests/deploy/render_redis.yml"), "-e", f"@{tmp_path / 'redis-vars.json'}"],
-        cwd=ROOT / "ansible", env=env, capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
+    return run_playbook("render_redis.yml", extra, tmp_path, vars_file="redis-vars.json")
 
 
 @pytest.fixture

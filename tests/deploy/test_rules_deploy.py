@@ -9,7 +9,6 @@ suite, is refused with the rule's file and line and the previous set stays live.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -18,6 +17,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
+from tests.deploy.playbook import run_playbook
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
 
@@ -71,14 +72,7 @@ def deploy(tmp_path: Path, site: Path) -> subprocess.CompletedProcess[str]:
              "dlp_profile": "pci"},
         ],
     }  # fmt: skip
-    (tmp_path / "vars.json").write_text(json.dumps(extra))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg"),
-           "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
-    return subprocess.run(
-        [str(VENV / "bin" / "ansible-playbook"), "-i", "localhost,",
-         str(ROOT / "tests/deploy/render_rules.yml"), "-e", f"@{tmp_path / 'vars.json'}"],
-        cwd=ROOT / "ansible", env=env, capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
+    return run_playbook("render_rules.yml", extra, tmp_path)
 
 
 def releases(tmp_path: Path) -> list[str]:
