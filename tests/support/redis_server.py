@@ -15,17 +15,20 @@ from tests.support.stack import LOOPBACK, free_ports
 
 class RedisServer(Daemon):
     """`redis-server` in the foreground, output to a file, stopped by PID; restartable on the
-    same port (to test a backend that goes away and comes back)."""
+    same port (to test a backend that goes away and comes back); with `password`, it requires
+    AUTH as a shared Redis in production does."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, password: str = "") -> None:
         self.directory = directory
         self.port = port or free_ports(1)[0]
+        self.password = password
         self.log = directory / "redis.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{LOOPBACK}:{self.port}/0"
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis://{credentials}{LOOPBACK}:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> Self:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -33,15 +36,17 @@ class RedisServer(Daemon):
             self.process = subprocess.Popen(
                 [binary, "--port", str(self.port), "--bind", LOOPBACK, "--save", "",
                  "--appendonly", "no", "--dir", str(self.directory), "--daemonize", "no",
-                 "--protected-mode", "yes"],
+                 "--protected-mode", "yes",
+                 *(["--requirepass", self.password] if self.password else [])],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
         while True:
             try:
                 with socket.create_connection((LOOPBACK, self.port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
+                    auth = f"AUTH {self.password}\r\n".encode() if self.password else b""
+                    sock.sendall(auth + b"PING\r\n")
+                    if b"+PONG" in _read_replies(sock, 1 + bool(auth)):
                         return self
             except OSError:
                 pass
@@ -58,3 +63,14 @@ class RedisServer(Daemon):
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=5)
+
+
+def _read_replies(sock: socket.socket, count: int) -> bytes:
+    """Read until `count` reply lines arrived (or the server closed the connection)."""
+    data = b""
+    while data.count(b"\r\n") < count:
+        chunk = sock.recv(64)
+        if not chunk:
+            break
+        data += chunk
+    return data
