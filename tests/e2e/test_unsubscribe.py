@@ -152,6 +152,9 @@ def test_one_click_unsubscribe_refuses_the_next_message_at_rcpt(
         status, page = relay.http("POST", path, b"List-Unsubscribe=One-Click")
         assert status == 200 and "will get no more mail" in page
     assert relay.suppressed("bob@example.com")
+    # The token names the recipient: neither may reach the endpoint's log (no access log).
+    log = (relay.state.parent / "unsubscribe.log").read_text()
+    assert token not in log and "bob@example.com" not in log
 
     with relay.stack.submission() as smtp:
         assert smtp.mail("news@example.com")[0] == 250

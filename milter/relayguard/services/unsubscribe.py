@@ -88,5 +88,8 @@ def serve(config_path: str) -> int:
         return 1
     settings = config.unsubscribe
     endpoint = Endpoint(settings, open_store(config.state))
-    web.run_app(endpoint.app(), host=settings.address, port=settings.port, print=None)
+    # No access log: a request line holds the token, and the token names the recipient.
+    web.run_app(
+        endpoint.app(), host=settings.address, port=settings.port, print=None, access_log=None
+    )
     return 0
