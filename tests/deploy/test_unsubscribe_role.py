@@ -1,0 +1,103 @@
+"""The relayguard_unsubscribe role: off by default, its own user, a hardened unit.
+
+The role's service definition and the milter role's config task run on this machine into a temp
+dir (tests/deploy/render_unsubscribe.yml): the configuration, with the site's [unsubscribe] table
+given through relayguard_milter__config, is checked by the real `relayguard check` (the template's
+validate) and the unit by `systemd-analyze verify`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy.playbook import run_playbook
+
+pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV = ROOT / ".venv"
+UNSUBSCRIBE = {
+    "sources": ["newsletter"],
+    "base_url": "https://unsubscribe.example.com",
+    "secrets": ["a-test-secret-of-32-characters!!"],
+}
+
+
+def render(tmp_path: Path, **variables: Any) -> subprocess.CompletedProcess[str]:
+    extra = {
+        "relayguard_service__manager": "systemd",
+        "relayguard_service__unit_dir": str(tmp_path),
+        "relayguard_service__start": False,
+        "relayguard_unsubscribe__command": str(VENV / "bin" / "relayguard"),
+        "relayguard_unsubscribe__config_file": str(tmp_path / "relayguard.toml"),
+        "relayguard_milter__venv": str(VENV),
+        "relayguard_milter__config_file": str(tmp_path / "relayguard.toml"),
+        "relayguard_milter__audit_log": str(tmp_path / "audit.jsonl"),
+        "relayguard_milter__socket_path": str(tmp_path / "milter.sock"),
+        "relayguard_milter__socket_group": "root",
+        "relayguard_milter__user": "root",
+        "relayguard_milter__group": "root",
+        "relayguard_milter__sources": [
+            {"name": "newsletter", "sasl_users": ["news"], "senders": ["news@example.com"]}
+        ],
+        **variables,
+    }
+    return run_playbook("render_unsubscribe.yml", extra, tmp_path)
+
+
+def test_off_by_default_renders_no_unit(tmp_path: Path) -> None:
+    run = render(tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert not (tmp_path / "relayguard-unsubscribe.service").exists()
+    assert "unsubscribe" not in tomllib.loads((tmp_path / "relayguard.toml").read_text())
+
+
+def test_enabled_renders_a_hardened_unit_and_a_checked_config(tmp_path: Path) -> None:
+    assert shutil.which("systemd-analyze"), "the deploy tier needs systemd-analyze"
+    state = str(tmp_path / "state.sqlite3")
+    run = render(
+        tmp_path,
+        relayguard_unsubscribe__enabled=True,
+        relayguard_unsubscribe__sqlite_state=state,
+        relayguard_milter__config={"unsubscribe": UNSUBSCRIBE, "state": {"path": state}},
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "Verify the unit of relayguard-unsubscribe" in run.stdout
+    config = tomllib.loads((tmp_path / "relayguard.toml").read_text())
+    assert config["unsubscribe"] == UNSUBSCRIBE
+    unit = (tmp_path / "relayguard-unsubscribe.service").read_text()
+    for line in (
+        "User=relayguard-unsubscribe",
+        "Group=relayguard-unsubscribe",
+        "SupplementaryGroups=relayguard",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n",
+        "AmbientCapabilities=\n",
+        "ProtectSystem=strict",
+        f"ReadWritePaths={tmp_path}\n",
+        f"ExecStart={VENV}/bin/relayguard unsubscribe-server --config {tmp_path}/relayguard.toml",
+    ):
+        assert line in unit, line
+    assert "ExecReload" not in unit  # it reads its configuration at start only
+
+
+def test_redis_state_leaves_the_system_read_only(tmp_path: Path) -> None:
+    run = render(
+        tmp_path,
+        relayguard_unsubscribe__enabled=True,
+        relayguard_unsubscribe__sqlite_state="",
+        relayguard_milter__config={
+            "unsubscribe": UNSUBSCRIBE,
+            "state": {"backend": "redis", "redis_url": "redis://127.0.0.1:6379/0"},
+        },
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    unit = (tmp_path / "relayguard-unsubscribe.service").read_text()
+    assert "ProtectSystem=strict" in unit
+    assert "ReadWritePaths" not in unit
