@@ -39,6 +39,8 @@ from relayguard.core.audit_record import (
     dkim_algorithms,
     rate_limit_hit,
 )
+from relayguard.dkim import status as dkim_status
+from relayguard.dkim.status import DkimStatusError
 from relayguard.state import StateUnavailable
 from relayguard.state.factory import store_for
 
@@ -190,6 +192,50 @@ class StateCollector(Collector):
         yield from (up, count, each)
 
 
+class DkimStatusCollector(Collector):
+    """Read at scrape time from `[metrics] dkim_status_file`, which `relayguard dkim verify-dns
+    --metrics-file` writes: the milter never asks DNS about its own keys. A missing or broken
+    file gives no DKIM gauges (the stale-check alert then fires), never a failed scrape."""
+
+    def __init__(self, current: Callable[[], Config]) -> None:
+        self.current = current
+
+    def collect(self) -> Iterator[Metric]:
+        path = self.current().metrics.dkim_status_file
+        if path is None:
+            return
+        try:
+            domains = dkim_status.read_status(path)
+        except FileNotFoundError:
+            log.warning("metrics: %s: no DKIM status file yet (relayguard dkim verify-dns)", path)
+            return
+        except DkimStatusError as exc:
+            log.warning("metrics: %s", exc)
+            return
+        match = GaugeMetricFamily(
+            "relayguard_dkim_dns_match",
+            "1 when DNS served the key on disk at the last verify-dns",
+            labels=["domain", "selector"],
+        )
+        created = GaugeMetricFamily(
+            "relayguard_dkim_key_created_timestamp_seconds",
+            "When each DKIM key was generated (Unix time)",
+            labels=["domain", "selector", "algorithm", "status"],
+        )
+        checked = GaugeMetricFamily(
+            "relayguard_dkim_dns_check_timestamp_seconds",
+            "When verify-dns last checked the domain (Unix time)",
+            labels=["domain"],
+        )
+        for domain in domains:
+            checked.add_metric([domain.domain], domain.checked)
+            for key in domain.keys:
+                match.add_metric([domain.domain, key.selector], key.dns_match)
+                labels = [domain.domain, key.selector, key.algorithm, key.status]
+                created.add_metric(labels, key.created)
+        yield from (match, created, checked)
+
+
 @dataclass
 class Exporter:
     server: Any
@@ -219,6 +265,7 @@ def start_exporter(config: Config, current: Callable[[], Config]) -> Exporter | 
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
     registry.register(StateCollector(current))
+    registry.register(DkimStatusCollector(current))
     server, _ = start_http_server(settings.port, settings.address, registry)
     log.info("metrics on http://%s:%d/metrics", settings.address, settings.port)
     return Exporter(server, directory, temporary)

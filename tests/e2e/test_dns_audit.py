@@ -219,6 +219,32 @@ def test_rotation_switches_only_once_dns_serves_the_new_keys(
     assert not (keys / "rot.test" / "old-rsa.key").exists()
 
 
+def test_verify_dns_records_its_result_for_the_metrics(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    keys, status_file = tmp_path / "keys", tmp_path / "dkim-status.json"
+    config = tmp_path / "relayguard.toml"
+    config.write_text(f'[dkim]\nkey_directory = "{keys}"\n')
+    base = ["--config", str(config), "--domain", "st.test"]
+    assert dkim(capsys, "generate", *base, "--selector", "served")[0] == 0
+    assert dkim(capsys, "generate", *base, "--selector", "lost", "--algorithm", "ed25519")[0] == 0
+    served = dkim_keys.load_keys(keys, "st.test", ("active",))
+    created = {e.selector: e.created for e in dkim_keys.read_manifest(keys, "st.test")}
+    zone = "".join(record(k) for k in served if k.selector == "served")
+    with DnsServer({"st.test": zone}) as server:
+        resolve = ["--nameserver", server.host, "--port", str(server.port)]
+        args = ["verify-dns", *base, *resolve, "--metrics-file", str(status_file)]
+        assert dkim(capsys, *args)[0] == 1  # "lost" is not in DNS
+    written = json.loads(status_file.read_text())["domains"]["st.test"]
+    assert written["checked"] > created["lost"] - 1
+    assert sorted(written["keys"], key=lambda k: k["selector"]) == [
+        {"selector": "lost", "algorithm": "ed25519", "status": "active",
+         "created": created["lost"], "dns_match": 0},
+        {"selector": "served", "algorithm": "rsa", "status": "active",
+         "created": created["served"], "dns_match": 1},
+    ]  # fmt: skip
+
+
 # --- outbound paths -------------------------------------------------------------------------
 
 PATHS = """

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from relayguard.config import DkimSettings, MilterSettings
 from relayguard.config.reader import parse_sections
 from relayguard.dkim import keys as dkim_keys
+from relayguard.dkim import status as dkim_status
 from relayguard.dkim.keys import DkimKeyError, KeyEntry, SigningKey
 from relayguard.scanners.dns import make_resolver, txt_records
 
@@ -107,6 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     verify = sub.add_parser("verify-dns", help="check that DNS serves the keys on disk")
     common(verify, _verify_dns)
     dns_options(verify)
+    verify.add_argument(
+        "--metrics-file", type=Path, help="also record the result here ([metrics] dkim_status_file)"
+    )
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -167,21 +171,42 @@ def _verify_dns(args: argparse.Namespace) -> int:
     settings = read_settings(args)
     lookup = resolver_lookup(args.nameserver, args.port)
     try:
-        keys = dkim_keys.load_keys(
-            settings.key_directory, args.domain, ("active", "pending", "retired")
-        )
+        entries = dkim_keys.read_manifest(settings.key_directory, args.domain)
+        keys = [dkim_keys.load_key(settings.key_directory, args.domain, e) for e in entries]
     except DkimKeyError as exc:
         print(f"relayguard dkim verify-dns: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if not keys:
         print(f"no keys for {args.domain} in {settings.key_directory}", file=sys.stderr)
         return EXIT_FAILED
-    failed = False
-    for key in keys:
-        check = dkim_keys.check_published(key, lookup)
-        failed = failed or not check.ok
-        print(f"{'ok  ' if check.ok else 'FAIL'} {key.algorithm} {check.detail}")
-    return EXIT_FAILED if failed else EXIT_OK
+    now = time.time()
+    checks = [dkim_keys.check_published(key, lookup) for key in keys]
+    for check in checks:
+        print(f"{'ok  ' if check.ok else 'FAIL'} {check.key.algorithm} {check.detail}")
+    if args.metrics_file is not None:
+        try:
+            results = list(zip(entries, checks, strict=True))
+            _write_status(args.metrics_file, settings, args.domain, results, now)
+        except OSError as exc:
+            print(f"relayguard dkim verify-dns: {args.metrics_file}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    return EXIT_OK if all(check.ok for check in checks) else EXIT_FAILED
+
+
+def _write_status(
+    path: Path,
+    settings: KeySettings,
+    domain: str,
+    results: list[tuple[KeyEntry, dkim_keys.DnsCheck]],
+    now: float,
+) -> None:
+    """Retired keys past their grace period are left out: their record may already be gone."""
+    keys = tuple(
+        dkim_status.KeyStatus(e.selector, e.algorithm, e.status, e.created, int(check.ok))
+        for e, check in results
+        if e.status != "retired" or e.retired + settings.grace_days * DAY > now
+    )
+    dkim_status.write_domain(path, dkim_status.DomainStatus(domain, now, keys))
 
 
 def _rotate(args: argparse.Namespace) -> int:

@@ -20,3 +20,4 @@ class MetricsSettings:
     port: int | None = number(None, 1, 65535)  # None: no metrics endpoint
     address: str = text("127.0.0.1", parse=loopback_address)
     directory: Path | None = text(None, parse=absolute_path)
+    dkim_status_file: Path | None = text(None, parse=absolute_path)  # verify-dns --metrics-file
