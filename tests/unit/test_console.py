@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from relayguard.cli.report import build, format_html
 from relayguard.config import load_config
 from relayguard.core.audit_record import CheckEntry, DecisionRecord
 from relayguard.core.verdict import Action, Mode
+from relayguard.dkim.status import DomainStatus, KeyStatus, write_domain
 from relayguard.engine.quarantine import Held, QuarantineError
 from relayguard.services.console.accounts import Accounts
 from relayguard.services.console.app import Console, Extras
@@ -409,6 +410,41 @@ def test_overview_counts_and_plots_the_last_day(site: Site) -> None:
     page = site.client.get("/").text
     assert re.search(r"<th>last 24 h</th><td>60</td><td>0</td><td>0</td><td>1</td>", page)
     assert 'class="bar-delivered"' in page and "<svg" in page
+
+
+def with_dkim_status_file(site: Site, path: Path) -> None:
+    config = site.console.config
+    site.console.config = replace(config, metrics=replace(config.metrics, dkim_status_file=path))
+
+
+def test_overview_shows_the_last_dkim_dns_check_and_marks_a_mismatch(site: Site) -> None:
+    status_file = site.directory / "dkim-status.json"
+    keys = (
+        KeyStatus("rsa2026", "rsa", "active", 1733000000.0, 1),
+        KeyStatus("<img src=x>", "ed25519", "pending", 1764000000.0, 0),
+    )
+    write_domain(status_file, DomainStatus("example.com", 1764500000.0, keys))
+    with_dkim_status_file(site, status_file)
+    site.login()
+    page = site.client.get("/").text
+    match = re.search(r"<tr><td>example\.com</td><td>rsa2026</td><td>rsa</td><td>active</td>"
+                      r"<td>2024-11-30</td><td><span class=\"badge on\">match</span></td>"
+                      r"<td>2025-11-30 10:53:20</td></tr>",
+                      page)  # fmt: skip
+    assert match, page
+    assert "<img src=x>" not in page and "&lt;img src=x&gt;" in page
+    assert '<span class="badge off">MISMATCH</span>' in page
+
+
+def test_overview_without_a_dkim_status_file_says_so(site: Site) -> None:
+    site.login()
+    assert "no verify-dns result" in site.client.get("/").text
+    with_dkim_status_file(site, site.directory / "missing.json")
+    assert "no verify-dns result" in site.client.get("/").text
+    (site.directory / "garbage.json").write_text("{not json")
+    with_dkim_status_file(site, site.directory / "garbage.json")
+    answer = site.client.get("/")
+    assert answer.status_code == 200 and "no verify-dns result" in answer.text
 
 
 def test_console_user_commands_read_the_password_from_stdin_never_argv(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from relayguard.config import Config
 from relayguard.config.console import ConsoleSettings
 from relayguard.core.audit_record import AdminRecord, DecisionRecord
 from relayguard.core.safe_text import printable
+from relayguard.dkim.status import DkimStatusError, DomainStatus, read_status
 from relayguard.engine import quarantine
 from relayguard.engine.admin import AdminError, audit_admin, disable_source, enable_source
 from relayguard.engine.audit import clip
@@ -125,6 +126,7 @@ class Console:
             autoescape=select_autoescape(default=True, default_for_string=True),
         )
         self.templates.filters["when"] = _when
+        self.templates.filters["day"] = _day
 
     # --- rendering and sessions -------------------------------------------------------------
 
@@ -255,9 +257,24 @@ class Console:
         finally:
             store.close()
 
+    def _dkim_status(self) -> list[DomainStatus] | None:
+        """The last verify-dns result per domain, or None when there is none to show: the
+        overview says so rather than failing over a missing or damaged file."""
+        path = self.config.metrics.dkim_status_file
+        if path is None:
+            return None
+        try:
+            return sorted(read_status(path), key=lambda status: status.domain)
+        except FileNotFoundError:
+            return None
+        except DkimStatusError as exc:
+            log.warning("%s", exc)
+            return None
+
     async def overview(self, request: Request) -> Response:
         now = self.clock()
         disabled, problem = await run_in_threadpool(self._disabled)
+        dkim = await run_in_threadpool(self._dkim_status)
         hour = day = {}
         errors = 0
         busiest: list[tuple[str, int]] = []
@@ -280,6 +297,7 @@ class Console:
             state_problem=problem,
             chart=plot.stacked_bars(series, OUTCOME_ORDER),
             indexed=self.index is not None,
+            dkim=dkim,
         )
 
     async def sources(self, request: Request) -> Response:
@@ -508,6 +526,10 @@ def _when(value: float | str | None) -> str:
     if isinstance(value, str):
         return value.replace("T", " ")[:19]
     return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _day(value: float) -> str:
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d")
 
 
 def _age(seconds: float) -> str:
