@@ -112,8 +112,9 @@ relayguard is running (state in {STATE_DIR}); Ctrl-C stops it.
 
 Send a first message:
   swaks --server {HOST}:{PORTS["submission"]} --tls --auth-user {DEMO_USER} \\
-        --auth-password "$(cat {STATE_DIR}/demo-device.password)" \\
         --from {DEMO_SENDER} --to someone@example.com
+  (swaks asks for the password: paste it from {STATE_DIR}/demo-device.password; on a command
+  line it would be visible to every user in /proc)
 """)
     stop = False
 

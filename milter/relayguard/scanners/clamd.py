@@ -48,10 +48,6 @@ class ScanResult:
     signature: str | None = None
 
     @property
-    def infected(self) -> bool:
-        return self.signature is not None
-
-    @property
     def detection(self) -> Detection | None:
         if self.signature is None:
             return None
