@@ -21,7 +21,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,7 @@ from string import Template
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from tests.support.daemon import stop_process_group
 
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
 # OpenDKIM refuses keys below a world-writable directory (/tmp, /var/tmp): the peers' files live
@@ -157,21 +157,6 @@ def wait_for(
         time.sleep(0.1)
 
 
-def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
-    """SIGTERM the daemon's process group (it was started in a session of its own), then
-    SIGKILL what is left after `timeout`."""
-    if process is None or process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
-
-
 def children(pid: int) -> list[int]:
     """Direct children of `pid` (Rspamd's workers under its main process)."""
     with contextlib.suppress(FileNotFoundError):
@@ -227,7 +212,7 @@ class PeerStack(ABC):
 
     def stop(self, keep: bool = False) -> None:
         for process in self.processes:
-            stop_process(process)
+            stop_process_group(process)
         self.processes = []
         if self.directory is not None and not keep:
             shutil.rmtree(self.directory, ignore_errors=True)

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, stop_process_group
 
 CLAMD = "/usr/sbin/clamd"
 # The EICAR anti-virus test file (eicar.org): harmless, detected by every scanner by design.
@@ -120,16 +120,7 @@ class Clamd(Daemon):
 
     def stop(self, timeout: float = 20.0) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        stop_process_group(process, timeout)
 
     def kill(self) -> None:
         """Kill clamd abruptly, as a crash would; its socket file stays behind."""

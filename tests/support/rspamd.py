@@ -15,18 +15,15 @@ session-scoped ``rspamd`` fixture (tests/conftest.py) rather than starting one p
 
 from __future__ import annotations
 
-import contextlib
 import http.client
-import os
 import pwd
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import Self
 
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, stop_process_group
 from tests.support.stack import LOOPBACK, free_port
 
 RSPAMD = "/usr/bin/rspamd"
@@ -121,16 +118,7 @@ class Rspamd(Daemon):
 
     def stop(self, timeout: float = 20.0) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        stop_process_group(process, timeout)
 
     def log_text(self) -> str:
         parts = []
