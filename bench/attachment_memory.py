@@ -3,7 +3,8 @@
 The real `relayguard milter` (one worker, the full pipeline: ClamAV on a local signature set,
 YARA, DLP, DKIM RSA-2048 + Ed25519, state on SQLite) gets one message with an N MB random
 attachment over the milter protocol. The result is the worker's peak RSS (VmHWM) before and after
-that message, and the growth as a multiple of the attachment's size (goal: at most 4x).
+that message, and the growth as a multiple of the attachment's size (issue 14's goal: at most
+2x) and of the message's.
 
 Run: `.venv/bin/python bench/attachment_memory.py [--megabytes 30]` (part of `make bench`).
 """
@@ -93,12 +94,16 @@ def main() -> int:
             " protocol.",
             "",
             "| message bytes | warm-up | answer | seconds | worker peak RSS before MB"
-            " | after MB | growth MB | growth / attachment |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            " | after MB | growth MB | growth / attachment | growth / message |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             f"| {len(raw)} | {warm} | {outcome} | {seconds:.1f} | {before:.0f}"
-            f" | {after:.0f} | {growth:.0f} | {growth / attachment:.1f}x |",
+            f" | {after:.0f} | {growth:.0f} | {growth / attachment:.1f}x"
+            f" | {growth * 1024 * 1024 / len(raw):.1f}x |",
             "",
-            "Goal: growth at most 4x the attachment.",
+            "Goal (issue 14): growth at most 2x the attachment. What must be alive at once: the raw"
+            " message (base64: 1.37x the attachment) while YARA scans the decoded attachment"
+            " (1x), and the body cut out of the raw message for the DKIM signer (dkim/canonical.py"
+            " reads `bytes`), while the raw message is still held.",
             "",
         ]
     )

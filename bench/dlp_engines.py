@@ -1,81 +1,87 @@
-"""Python `re` against RE2 on the built-in DLP patterns, over about 1 MB of mixed text.
+"""DLP engines, before and after the Hyperscan prefilter, in milliseconds per MB of text.
 
     .venv/bin/python bench/dlp_engines.py [--megabytes 1] [--repeats 5]
 
-The text is the generated DLP corpus (tests/support/dlp_corpus.py: prose, valid and invalid card
-numbers, IBANs, DNIs, SSNs, dates, UUIDs, phone numbers, base64 image data) repeated to the size.
+Texts: the benchmark's message body (bench/run.py: "... 0123456789 ABCDEFGHIJ." on every line,
+digit-heavy without a finding), meter readings (bench/scan_bench.py: dates, amounts, order
+numbers), prose without numbers, and the generated DLP corpus (tests/support/dlp_corpus.py:
+findings, invalid numbers and look-alikes on every other line, base64 image data: the worst case
+for a prefilter).
 
-The built-in patterns lean on lookbehinds and a backreference, which RE2 does not have. Their RE2
-form here keeps only what RE2 can run (the same alternatives, no lookarounds, separators spelled
-out): it finds a superset of candidates, and the boundary checks the lookarounds do would still
-cost Python code per candidate. So the RE2 column is a lower bound for RE2 on the built-ins,
-and the `re, same candidates` column times the stdlib engine on exactly those patterns.
-A custom pattern shaped like the documentation's example is timed on both engines too.
+"before" is each detector's own full scan (`Detector.find`: the built-in patterns on Python's
+`re`, a keyword dictionary as one `re` alternation), which the engine did for every part until
+now; "after" is `scan_text` (dlp/prefilter.py: one Hyperscan pass finds the lines a built-in can
+match, or where a keyword can start, and `re` runs only there). Both give the same matches
+(tests/unit/test_dlp_prefilter.py). The works are alternated within each repeat (the machine is
+noisy); the table gives the median and the best of the repeats.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import random
+import statistics
 import string
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import re2
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support import dlp_corpus
 
-from relayguard.dlp.detectors import BUILTIN, custom_detector, scan_text
+from relayguard.dlp.detectors import BUILTIN, Detector, custom_detector, scan_text
 
-# The built-ins' alternatives without lookarounds or backreferences (see the module docstring).
-CANDIDATES = {
-    "card_number": r"\d(?:\d{12,18}|\d{3} \d{4} \d{4} \d{4}(?: \d{3})?"
-    r"|\d{3}-\d{4}-\d{4}-\d{4}(?:-\d{3})?|\d{3} \d{6} \d{4,5}|\d{3}-\d{6}-\d{4,5})",
-    "iban": r"[A-Z]{2}\d{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)",
-    "es_dni": r"(?:\d{8}|[XYZ][ -]?\d{7})[ -]?[A-Za-z]",
-    "us_ssn": r"\d(?:\d{2}-\d{2}-\d{4}|\d{2} \d{2} \d{4}|\d{8})",
+LINES = {
+    "benchmark body (digit-heavy)": (
+        "The quick brown fox jumps over the lazy dog, 0123456789 ABCDEFGHIJ.\n"
+    ),
+    "meter readings (digit-heavy)": (
+        "Meter 4711 reading 2024-01-15: 12,345.67 kWh; ref PO-2024-000123, see https://example.org/m\n"
+    ),
+    'prose, no numbers ("statement" on every line)': (
+        "Please find the monthly statement attached. Contact the desk.\n"
+    ),
 }
 CUSTOM = r"\bEMP\d{11}\b"
-# Characters that glue a number to its neighbours (the built-ins' lookarounds, simplified).
-GLUE = frozenset(string.ascii_letters + string.digits + "_+/=-")
 
 
-def mixed_text(megabytes: float) -> str:
-    corpus = "\n\n".join(sample.text for sample in dlp_corpus.build())
+def texts(megabytes: float) -> dict[str, str]:
     size = int(megabytes * 1_000_000)
-    return (corpus * (size // len(corpus) + 1))[:size]
+    every = {name: line * (size // len(line)) for name, line in LINES.items()}
+    corpus = "\n\n".join(sample.text for sample in dlp_corpus.build())
+    every["DLP corpus (findings on every other line)"] = (corpus * (size // len(corpus) + 1))[:size]
+    return every
 
 
-def best_times(repeats: int, works: list[Callable[[], object]]) -> list[float]:
-    """Best time of each, the works alternated within every repeat (the machine is noisy)."""
-    best = [float("inf")] * len(works)
+def dictionary(size: int) -> Detector:
+    """SIZE random words and one that the corpus holds on every other line ("statement")."""
+    rng = random.Random(size)  # noqa: S311  (test words, not secrets)
+    words = [
+        "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(5, 12)))
+        for _ in range(size - 1)
+    ]
+    return custom_detector(f"words_{size}", keywords=[*words, "statement"])
+
+
+def before(detectors: list[Detector], text: str) -> int:
+    return sum(1 for detector in detectors for _ in detector.find(text))
+
+
+def after(detectors: list[Detector], text: str) -> int:
+    return sum(len(matches) for matches in scan_text(text, detectors).values())
+
+
+def timed(repeats: int, works: list[Callable[[], object]]) -> list[list[float]]:
+    """Seconds of each work in each repeat, the works alternated within every repeat."""
+    seconds: list[list[float]] = [[] for _ in works]
     for _ in range(repeats):
         for index, work in enumerate(works):
             start = time.perf_counter()
             work()
-            best[index] = min(best[index], time.perf_counter() - start)
-    return best
-
-
-def count_all(patterns: list[re.Pattern[str]] | list[re2._Regexp], text: str) -> int:
-    return sum(1 for pattern in patterns for _ in pattern.finditer(text))
-
-
-def count_boundary_checked(patterns: list[re2._Regexp], text: str) -> int:
-    """RE2 candidates kept by the cheapest form of the lookarounds, done in Python."""
-    kept = 0
-    for pattern in patterns:
-        for found in pattern.finditer(text):
-            start, end = found.span()
-            before = text[start - 1] if start else " "
-            after = text[end] if end < len(text) else " "
-            decimal = start >= 2 and text[start - 1] in ".," and text[start - 2].isdigit()
-            kept += before not in GLUE and after not in GLUE and not decimal
-    return kept
+            seconds[index].append(time.perf_counter() - start)
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,34 +89,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--megabytes", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    text = mixed_text(args.megabytes)
     builtins = list(BUILTIN.values())
-    stdlib = [re.compile(p) for p in CANDIDATES.values()]
-    linear = [re2.compile(p) for p in CANDIDATES.values()]
-    custom_re = re.compile(CUSTOM)
-    custom_re2 = custom_detector("badge", pattern=CUSTOM).pattern
-    rows = [
-        ("built-ins, detectors as shipped (re + validators)", lambda: scan_text(text, builtins)),
-        ("built-ins, candidates only, re", lambda: count_all(stdlib, text)),
-        ("built-ins, candidates only, RE2", lambda: count_all(linear, text)),
-        (
-            "built-ins, RE2 candidates + minimal boundary checks in Python",
-            lambda: count_boundary_checked(linear, text),
-        ),
-        ("custom pattern, re", lambda: count_all([custom_re], text)),
-        ("custom pattern, RE2 (as shipped)", lambda: count_all([custom_re2], text)),
-    ]
-    shipped = sum(1 for detector in builtins for _ in detector.pattern.finditer(text))
-    print(f"{len(text):,} characters, best of {args.repeats}")
-    print(
-        f"matches of the shipped built-in patterns: {shipped};"
-        f" RE2 candidates to check in Python: {count_all(linear, text)}"
+    groups: list[tuple[str, list[Detector]]] = [("4 built-ins", builtins)]
+    groups += [(f"dictionary of {n} keywords", [dictionary(n)]) for n in (10, 1000)]
+    groups.append(
+        (f"custom pattern {CUSTOM} (RE2, unchanged)", [custom_detector("b", pattern=CUSTOM)])
     )
-    print("| what | ms | MB/s |")
-    print("| --- | --- | --- |")
-    times = best_times(args.repeats, [work for _, work in rows])
-    for (label, _), seconds in zip(rows, times, strict=True):
-        print(f"| {label} | {seconds * 1000:.1f} | {len(text) / seconds / 1e6:.1f} |")
+    rows: list[tuple[str, str, Callable[[], int], Callable[[], int]]] = []
+    for text_name, text in texts(args.megabytes).items():
+        for group_name, detectors in groups:
+            rows.append(
+                (
+                    group_name,
+                    text_name,
+                    lambda d=detectors, t=text: before(d, t),  # type: ignore[misc]
+                    lambda d=detectors, t=text: after(d, t),  # type: ignore[misc]
+                )
+            )
+    for _, _, full_scan, prefiltered in rows:
+        assert full_scan() == prefiltered(), "the engines disagree"
+    seconds = timed(args.repeats, [work for row in rows for work in row[2:]])
+    megabytes = args.megabytes
+    print(f"{megabytes:g} MB per text; median (best) of {args.repeats} repeats, ms per MB")
+    print("| detectors | text | before | after | before / after |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for index, (group_name, text_name, _, _) in enumerate(rows):
+        old, new = seconds[2 * index], seconds[2 * index + 1]
+        old_ms, new_ms = (statistics.median(s) * 1000 / megabytes for s in (old, new))
+        print(
+            f"| {group_name} | {text_name} | {old_ms:.1f} ({min(old) * 1000 / megabytes:.1f})"
+            f" | {new_ms:.1f} ({min(new) * 1000 / megabytes:.1f}) | {old_ms / new_ms:.1f}x |"
+        )
     return 0
 
 

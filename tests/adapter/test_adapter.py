@@ -100,6 +100,8 @@ def send(
     # Postfix names every listener of master.cf.j2 (milter_macro_daemon_name).
     ctx._setsymval("{daemon_name}", listener)
     ctx._setsymval("i", "4XTESTQID")
+    # Postfix passes the client at MAIL (milter_mail_macros); the connect event is negotiated away.
+    ctx._setsymval("{client_addr}", ip)
     assert ctx._connect(ip=ip) == Milter.CONTINUE
     rc = ctx._envfrom(f"<{sender}>")
     if rc != Milter.CONTINUE:
@@ -161,6 +163,30 @@ def test_network_source_identified_by_address(
     assert ctx.added == [("X-Relayguard", "source=legacy-ups; mode=monitor; verdict=accept")]
 
 
+def test_connect_and_other_unused_events_are_negotiated_away(
+    milter_ctx: Callable[..., Recorder],
+) -> None:
+    """One packet less per event Postfix does not send: connect, HELO, DATA, EOH, unknown."""
+    ctx = milter_ctx()
+    ctx._connect()
+    skipped = Milter.P_NOCONNECT | Milter.P_NOHELO | Milter.P_NODATA | Milter.P_NOEOH
+    assert ctx._protocol & (skipped | Milter.P_NOUNKNOWN) == skipped | Milter.P_NOUNKNOWN
+    needed = Milter.P_NOMAIL | Milter.P_NORCPT | Milter.P_NOHDRS | Milter.P_NOBODY
+    assert ctx._protocol & needed == 0
+
+
+def test_client_address_is_the_postfix_macro_not_the_connect_event(
+    milter_ctx: Callable[..., Recorder],
+) -> None:
+    """Only {client_addr} at MAIL counts: a registered address anywhere else identifies nobody."""
+    ctx = milter_ctx()
+    ctx._setsymval("{daemon_name}", "smtp")
+    ctx._setsymval("{client_addr}", "203.0.113.9")
+    ctx._connect(ip="192.0.2.3")  # legacy-ups's network, but not what Postfix says at MAIL
+    assert ctx._envfrom("<ups@example.com>") == Milter.REJECT
+    assert ctx._reply[2] == "client 203.0.113.9 is not a registered source (not authenticated)"
+
+
 def test_network_source_on_another_listener_is_refused(
     milter_ctx: Callable[..., Recorder],
 ) -> None:
@@ -197,6 +223,7 @@ def test_refused_recipient_is_per_recipient(
 ) -> None:
     ctx = milter_ctx()
     ctx._setsymval("{auth_authen}", "scanner-hq")
+    ctx._setsymval("{client_addr}", "198.51.100.7")
     ctx._connect(ip="198.51.100.7")
     assert ctx._envfrom("<scanner@example.com>") == Milter.CONTINUE
     assert ctx._envrcpt("<x@elsewhere.test>") == Milter.REJECT

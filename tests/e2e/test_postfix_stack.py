@@ -119,6 +119,8 @@ def test_effective_main_cf_values(postfix_stack: StackFactory) -> None:
     assert "\nsmtpd_milters" not in "\n" + postfix.postconf("-n").stdout
     mail_macros = postfix.value("milter_mail_macros").split()
     assert {"i", "{auth_type}", "{auth_authen}", "{auth_author}", "{mail_addr}"} <= set(mail_macros)
+    # The milter negotiates the connect event away and takes the client from these at MAIL.
+    assert {"{client_addr}", "{client_name}"} <= set(mail_macros)
     helo_macros = postfix.value("milter_helo_macros").split()
     assert {"{cert_subject}", "{cert_issuer}", "{tls_version}", "{cipher}"} <= set(helo_macros)
     assert "i" in postfix.value("milter_rcpt_macros").split()

@@ -15,7 +15,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BASE_CONFIG, DATA
-from tests.support.milter_client import MilterClient, MilterConnectionClosed, Result
+from tests.support.milter_client import (
+    SMFIP_NOCONNECT,
+    MilterClient,
+    MilterConnectionClosed,
+    Result,
+)
 from tests.support.milter_process import MilterProcess
 
 pytestmark = pytest.mark.protocol
@@ -111,6 +116,40 @@ def test_unregistered_client_refused_at_mail(milter: MilterProcess) -> None:
         "550 5.7.1 client 203.0.113.9 is not a registered source (not authenticated)"
     )
     assert audit_lines(milter)[-1]["stage"] == "mail"
+
+
+UPS = b"From: UPS <ups@example.com>\r\nTo: it@example.com\r\n\r\nOn battery\r\n"
+ON_PORT_25 = {"connect": {"{daemon_name}": "smtp"}, "eom": {"i": "4XUPSQID"}}
+
+
+def test_connect_event_negotiated_away(milter: MilterProcess) -> None:
+    with MilterClient(str(milter.socket_path)) as client:
+        _, protocol = client.negotiate()
+    assert protocol & SMFIP_NOCONNECT
+
+
+def test_network_source_identified_by_the_client_addr_macro(milter: MilterProcess) -> None:
+    """Without the connect event the source is still found by address, from Postfix's macros."""
+    result = send(milter, UPS, sender="<ups@example.com>", macros=ON_PORT_25,
+                  client_address="192.0.2.3")  # fmt: skip
+    assert (result.stage, result.reply.action) == ("eom", "accept")
+    line = audit_lines(milter)[-1]
+    assert (line["source"], line["client_address"], line["outcome"]) == (
+        "legacy-ups",
+        "192.0.2.3",
+        "accept",
+    )
+
+
+def test_client_addr_macro_decides_not_the_connect_event(milter: MilterProcess) -> None:
+    """The connect event names a registered network; Postfix's {client_addr} at MAIL does not."""
+    macros = {**ON_PORT_25, "mail": {"{client_addr}": "203.0.113.9"}}
+    result = send(milter, UPS, sender="<ups@example.com>", macros=macros,
+                  client_address="192.0.2.3")  # fmt: skip
+    assert result.stage == "mail"
+    assert result.reply.text == (
+        "550 5.7.1 client 203.0.113.9 is not a registered source (not authenticated)"
+    )
 
 
 def test_recipients_refused_one_by_one(milter: MilterProcess) -> None:

@@ -491,7 +491,7 @@ class MilterClient:
         reply = self.helo(helo_name, stage_macros.get("helo"))
         if not reply.is_continue:
             return self._finish(result, "helo", reply, in_message=False)
-        reply = self.mail(sender, macros=stage_macros.get("mail"))
+        reply = self.mail(sender, macros=self._mail_macros(stage_macros, client_address, hostname))
         if not reply.is_continue:
             return self._finish(result, "mail", reply, in_message=True)
 
@@ -579,6 +579,17 @@ class MilterClient:
         if self.protocol & noreply_flag:
             return CONTINUE
         return self._read_reply(_COMMAND_NAMES[command], None)
+
+    def _mail_macros(
+        self, stage_macros: Mapping[str, Mapping[str, str]], address: str, hostname: str
+    ) -> Mapping[str, str] | None:
+        """A milter that negotiated the connect event away learns the client at MAIL, as
+        relayguard's main.cf asks of Postfix (milter_mail_macros {client_addr} {client_name});
+        macros the caller gives for the mail stage win."""
+        given = stage_macros.get("mail")
+        if not self.protocol & SMFIP_NOCONNECT:
+            return given
+        return {"{client_addr}": address, "{client_name}": hostname, **(given or {})}
 
     def _send_macros(self, command: str, macros: Mapping[str, str] | None) -> None:
         if not macros:

@@ -158,6 +158,16 @@ def test_network_source_accepted_on_the_port_25_listener(
     assert identified(make_config(), client)[:2] == ("legacy-ups", Action.ACCEPT)
 
 
+def test_missing_client_address_macro_is_refused_and_named(
+    make_config: Callable[..., Config],
+) -> None:
+    """The address comes only from Postfix's {client_addr} at MAIL: a main.cf that does not pass
+    it must not look like an unregistered device (the operator needs the cause)."""
+    source, action, reason = identified(make_config(), Client(address="", daemon_name="smtp"))
+    assert (source, action) == (None, Action.REJECT)
+    assert "{client_addr}" in reason and "milter_mail_macros" in reason
+
+
 @pytest.mark.parametrize("listener", ["submission", "smtps", ""])
 def test_network_source_refused_on_other_listeners(
     make_config: Callable[..., Config], listener: str

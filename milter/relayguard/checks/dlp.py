@@ -37,7 +37,7 @@ def make_check(settings: DlpSettings) -> CheckFunction:
             return Verdict(NAME, Action.ACCEPT, "no DLP profile for this source")
         walked = walk_message(subject.message, subject.config.content.limits)
         detectors = [settings.detectors[name] for name in profile.thresholds]
-        scan = scan_parts(walked.parts, detectors)
+        scan = scan_parts(walked.parts, detectors, keep_matches=False)
         met = profile.triggered(scan.counts)
         if met:
             return _triggered(profile, met)

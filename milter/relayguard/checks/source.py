@@ -56,8 +56,13 @@ def identify(config: Config, client: Client) -> Identification:
     if source is not None:
         allowed = source.listeners or NETWORK_LISTENERS
         return _on_listener(source, f"client address {client.address}", client, allowed)
-    what = f"client {client.address or 'unknown'}"
-    return Identification(None, f"{what} is not a registered source (not authenticated)")
+    if not client.address:
+        return Identification(
+            None, "Postfix passed no {client_addr} (milter_mail_macros): source unknown, refused"
+        )
+    return Identification(
+        None, f"client {client.address} is not a registered source (not authenticated)"
+    )
 
 
 def _by_api(config: Config, client: Client) -> Identification:

@@ -1,14 +1,16 @@
 """[dlp], [[dlp_detectors]] and [[dlp_profiles]]: what DLP looks for and what each profile does.
 
 Detectors and profiles are built once all sections are read (`link_dlp`): a profile names
-detectors, sources and dlp.default_profile name profiles.
+detectors, sources and dlp.default_profile name profiles. A detector whose keywords are in a file
+(`keywords_file`) is built by config/resolve.py, which does the I/O (`read_dictionaries`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import MappingProxyType
 
 from relayguard.config.declare import (
@@ -24,7 +26,13 @@ from relayguard.config.declare import (
 )
 from relayguard.config.sources import Source
 from relayguard.core.verdict import Action
-from relayguard.dlp.detectors import BUILTIN, Detector, DetectorError, custom_detector
+from relayguard.dlp.detectors import (
+    BUILTIN,
+    Detector,
+    DetectorError,
+    Found,
+    custom_detector,
+)
 from relayguard.dlp.profiles import Profile, ProfileAction
 
 DETECTOR_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -34,6 +42,11 @@ def detector_name(name: str) -> str:
     if not DETECTOR_NAME.fullmatch(name):
         raise ValueError(f"{name!r} must be 1-64 of a-z 0-9 _ (letter first)")
     return name
+
+
+def dictionary_path(text: str) -> Path | None:
+    """As written; read_dictionaries makes a relative one relative to the configuration file."""
+    return Path(text) if text else None
 
 
 def profile_name(name: str) -> str:
@@ -49,6 +62,7 @@ class DetectorEntry:
     name: str = text("", parse=detector_name)
     pattern: str = text("")
     keywords: tuple[str, ...] = texts()
+    keywords_file: Path | None = text(None, parse=dictionary_path)
     validator: str = text("")
     context: tuple[str, ...] = texts()
     context_window: int = number(80, 1, 10_000)
@@ -71,6 +85,8 @@ class DlpSettings:
     unreadable_action: Action = actions("tag", FAILURE_ACTIONS)
     detectors: Mapping[str, Detector] = field(default_factory=lambda: MappingProxyType(BUILTIN))
     profiles: Mapping[str, Profile] = field(default_factory=lambda: MappingProxyType({}))
+    # [[dlp_detectors]] index -> entry, for the detectors whose keywords_file is still to read
+    dictionaries: Mapping[int, DetectorEntry] = field(default_factory=lambda: MappingProxyType({}))
 
     def profile_for(self, source: Source | None) -> Profile | None:
         name = (source.dlp_profile if source is not None else "") or self.default_profile
@@ -87,6 +103,11 @@ def link_dlp(
     """DLP settings with their detectors and profiles; every dangling name is a problem."""
     built = _detectors(detectors, root.key("dlp_detectors"))
     named = _profiles(profiles, built, root.key("dlp_profiles"))
+    dictionaries = {
+        index: entry
+        for index, entry in enumerate(detectors)
+        if entry.name in built and isinstance(built[entry.name].pattern, _Unread)
+    }
     if dlp.default_profile and dlp.default_profile not in named:
         root.key("dlp").key("default_profile").problem(
             f"no [[dlp_profiles]] named {dlp.default_profile!r}"
@@ -96,7 +117,12 @@ def link_dlp(
             root.key("sources").item(index).key("dlp_profile").problem(
                 f"no [[dlp_profiles]] named {source.dlp_profile!r}"
             )
-    return replace(dlp, detectors=MappingProxyType(built), profiles=MappingProxyType(named))
+    return replace(
+        dlp,
+        detectors=MappingProxyType(built),
+        profiles=MappingProxyType(named),
+        dictionaries=MappingProxyType(dictionaries),
+    )
 
 
 def _detectors(entries: tuple[DetectorEntry, ...], at: Place) -> dict[str, Detector]:
@@ -109,19 +135,51 @@ def _detectors(entries: tuple[DetectorEntry, ...], at: Place) -> dict[str, Detec
                 f"detector {entry.name!r} is already defined (built-in or above)"
             )
             continue
-        try:
-            detectors[entry.name] = custom_detector(
-                entry.name,
-                pattern=entry.pattern,
-                keywords=entry.keywords,
-                validator=entry.validator,
-                context=entry.context,
-                context_window=entry.context_window,
-                ignore_case=entry.ignore_case,
+        if entry.keywords_file is not None and (entry.keywords or entry.pattern):
+            at.item(index).key("keywords_file").problem(
+                f"detector {entry.name!r}: give only one of 'pattern', 'keywords' or"
+                " 'keywords_file'"
             )
+            continue
+        try:
+            detectors[entry.name] = _detector(entry)
         except DetectorError as exc:
             at.item(index).key(exc.key).problem(f"detector {entry.name!r}: {exc}")
     return detectors
+
+
+def _detector(entry: DetectorEntry) -> Detector:
+    if entry.keywords_file is None:
+        return entry_detector(entry, entry.keywords)
+    # Its other keys are checked now; its keywords come with read_dictionaries (config/resolve.py).
+    unread = _Unread(entry.keywords_file)
+    return replace(entry_detector(entry, ("-",)), pattern=unread, keywords=None)
+
+
+def entry_detector(entry: DetectorEntry, keywords: tuple[str, ...]) -> Detector:
+    """ENTRY's detector, with KEYWORDS as its dictionary when it has no pattern."""
+    return custom_detector(
+        entry.name,
+        pattern=entry.pattern,
+        keywords=keywords,
+        validator=entry.validator,
+        context=entry.context,
+        context_window=entry.context_window,
+        ignore_case=entry.ignore_case,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Unread:
+    """The pattern of a dictionary detector whose file is not read yet: never runs."""
+
+    path: Path
+
+    def finditer(self, string: str, pos: int = 0, endpos: int = 0, /) -> Iterator[Found]:
+        raise RuntimeError(f"DLP dictionary {self.path} not read: config not resolved")
+
+    def match(self, string: str, pos: int = 0, endpos: int = 0, /) -> Found | None:
+        raise RuntimeError(f"DLP dictionary {self.path} not read: config not resolved")
 
 
 def _profiles(

@@ -1,25 +1,32 @@
-"""The second pass: what needs the system. User and group lookups, DKIM keys, YARA rules.
+"""The second pass: what needs the system. User and group lookups, DKIM keys, YARA rules, the
+Redis password file.
 
-`resolve(config)` returns the configuration with `dkim.keys` and `content.yara.compiled` filled,
-or raises ConfigError with located problems; load_config is read + resolve in one report.
+`resolve(config)` returns the configuration with `dkim.keys`, `content.yara.compiled` and the DLP
+dictionaries (`keywords_file`) filled, or raises ConfigError with located problems; load_config is
+read + resolve in one report.
 """
 
 from __future__ import annotations
 
 import grp
+import os
 import pwd
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from relayguard.config.declare import Place, Problems
 from relayguard.config.dkim import DkimSettings
+from relayguard.config.dlp import DlpSettings, entry_detector
 from relayguard.config.milter import MilterSettings
 from relayguard.config.scanners import YaraSettings
 from relayguard.config.snapshot import Config
 from relayguard.dkim import keys as dkim_keys
 from relayguard.dkim.keys import SigningKey
+from relayguard.dlp.dictionaries import DictionaryError, read_keywords
 from relayguard.scanners.yara_rules import RuleError, compile_directory
 
 
@@ -31,18 +38,26 @@ def resolve(config: Config) -> Config:
     return resolved
 
 
-def resolve_into(config: Config, problems: Problems) -> Config:
-    """Resolve what parsed cleanly; problems go to PROBLEMS (with those of the parse)."""
+def resolve_into(config: Config, problems: Problems, *, signing_keys: bool = True) -> Config:
+    """Resolve what parsed cleanly; problems go to PROBLEMS (with those of the parse).
+    SIGNING_KEYS false: leave dkim.keys empty (for the services that never sign)."""
     root = Place(problems)
     _system_names(config.milter, root.key("milter"))
     dkim = config.dkim
-    if problems.clean("dkim.key_directory"):
+    if signing_keys and problems.clean("dkim.key_directory"):
         keys = _dkim_keys(dkim, config.milter.user, root.key("dkim"))
         dkim = replace(dkim, keys=MappingProxyType(keys))
     content = config.content
     if content.yara is not None and problems.clean("yara.rules_dir"):
         content = replace(content, yara=_compiled(content.yara, root.key("yara")))
-    return replace(config, dkim=dkim, content=content)
+    if content.dlp.dictionaries:
+        dlp = _dictionaries(content.dlp, config.path.parent, root.key("dlp_detectors"))
+        content = replace(content, dlp=dlp)
+    state = config.state
+    if state is not None and state.redis_password_file is not None and problems.clean("state"):
+        at = root.key("state").key("redis_password_file")
+        state = replace(state, redis_password=_secret(state.redis_password_file, at))
+    return replace(config, dkim=dkim, content=content, state=state)
 
 
 def _system_names(milter: MilterSettings, at: Place) -> None:
@@ -79,6 +94,25 @@ def _dkim_keys(dkim: DkimSettings, user: str, at: Place) -> dict[str, tuple[Sign
     return keys
 
 
+def _secret(path: Path, at: Place) -> str:
+    """The one line of a secret file that only its owner and group may read."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        at.problem(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
+        return ""
+    if mode & 0o007:
+        at.problem(
+            f"{path}: every user may read or change it (mode {mode:04o}): chmod o-rwx {path}"
+        )
+        return ""
+    secret = text.strip()
+    if not secret:
+        at.problem(f"{path} is empty")
+    return secret
+
+
 def _compiled(yara: YaraSettings, at: Place) -> YaraSettings:
     try:
         return replace(yara, compiled_rules=compile_directory(yara.rules_dir))
@@ -86,3 +120,19 @@ def _compiled(yara: YaraSettings, at: Place) -> YaraSettings:
         for problem in exc.problems:
             at.key("rules_dir").problem(problem)
         return yara
+
+
+def _dictionaries(dlp: DlpSettings, base: Path, at: Place) -> DlpSettings:
+    """The detectors whose keywords are in a file (relative: to the configuration's directory),
+    each file read once, now."""
+    detectors = dict(dlp.detectors)
+    for index, entry in dlp.dictionaries.items():
+        where = at.item(index)
+        if entry.keywords_file is None or not where.problems.clean(where.keypath):
+            continue
+        path = Path(os.path.normpath(base / entry.keywords_file))
+        try:
+            detectors[entry.name] = entry_detector(entry, read_keywords(path))
+        except DictionaryError as exc:
+            where.key("keywords_file").problem(f"detector {entry.name!r}: {exc}")
+    return replace(dlp, detectors=MappingProxyType(detectors), dictionaries=MappingProxyType({}))

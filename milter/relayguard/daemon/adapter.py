@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import io
 import logging
-import socket
-from typing import Any, Protocol
+from typing import Protocol
 
 import Milter
 import milter as libmilter
 
-from relayguard.core.message import Client
+from relayguard.core.message import Client, header_block
 from relayguard.core.safe_text import printable
 from relayguard.core.verdict import Action, Decision, Reply
 from relayguard.engine.runtime import RuntimeHolder
@@ -36,24 +35,29 @@ class ConnectionGauge(Protocol):
 
 
 class RelayguardMilter(Milter.Base):  # type: ignore[misc]
-    """One instance per SMTP connection (libmilter runs each connection in its own thread)."""
+    """One instance per SMTP connection (libmilter runs each connection in its own thread).
+
+    Callbacks left to Milter.Base are @nocallback, so Postfix does not send them at all: connect,
+    HELO, DATA, end of header, unknown commands. Who the client is comes from Postfix's macros at
+    MAIL ({client_addr}, {client_name}: milter_mail_macros in postfix/main.cf.j2), never from
+    anything the SMTP client says.
+    """
 
     def __init__(self, holder: RuntimeHolder, gauge: ConnectionGauge) -> None:
         self.holder = holder
         self.gauge = gauge
         gauge.opened()
-        self.client_address = ""
-        self.client_hostname = ""
         self.tx: Transaction | None = None
         self._reset_message()
 
     def _reset_message(self) -> None:
         # Private names: Milter.Base's callbacks (header, body) must not be shadowed.
         self._headers: list[tuple[str, bytes]] = []
-        # One growing buffer, not a list of chunks joined at the end: a 30 MB attachment is then
-        # never held twice (getvalue() hands over the buffer without a copy).
-        self._body = io.BytesIO()
-        self._size = 0
+        # The raw message as one growing buffer: the header block, then the body chunks. The
+        # scanners read it as it is (getvalue() hands it over without a copy), so a 30 MB
+        # attachment is not held once as the body and once more as the raw message.
+        self._buffer = io.BytesIO()
+        self._body_start = -1  # where the body starts in the buffer; -1: header block not written
 
     def _macro(self, name: str) -> str:
         value = self.getsymval(name)
@@ -61,22 +65,14 @@ class RelayguardMilter(Milter.Base):  # type: ignore[misc]
             return value.decode("utf-8", "replace")
         return value or ""
 
-    @Milter.noreply  # type: ignore[untyped-decorator]
-    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
-        self.client_hostname = hostname or ""
-        if family in (socket.AF_INET, socket.AF_INET6) and hostaddr:
-            # libmilter passes (address, port); Milter.testctx passes the bare address.
-            self.client_address = str(hostaddr[0] if isinstance(hostaddr, tuple) else hostaddr)
-        return Milter.CONTINUE  # type: ignore[no-any-return]
-
     @Milter.decode("bytes")  # type: ignore[untyped-decorator]
     def envfrom(self, mail_from: bytes | str, *params: bytes | str) -> int:
         if self.tx is not None:
             self.tx.abort()  # a new MAIL FROM on the same connection ends the previous one
         self._reset_message()
         client = Client(
-            address=self.client_address or self._macro("{client_addr}"),
-            hostname=self.client_hostname,
+            address=self._macro("{client_addr}"),
+            hostname=self._macro("{client_name}"),
             sasl_user=self._macro("{auth_authen}"),
             cert_subject=self._macro("{cert_subject}"),
             cert_issuer=self._macro("{cert_issuer}"),
@@ -96,23 +92,35 @@ class RelayguardMilter(Milter.Base):  # type: ignore[misc]
     @Milter.decode("bytes")  # type: ignore[untyped-decorator]
     def header(self, name: str, value: bytes) -> int:
         self._headers.append((name, value))
-        self._size += len(name) + len(value) + 4  # "name: value\r\n"
         return Milter.CONTINUE  # type: ignore[no-any-return]
 
     @Milter.noreply  # type: ignore[untyped-decorator]
     def body(self, chunk: bytes) -> int:
-        self._body.write(chunk)
-        self._size += len(chunk)
+        if self._body_start < 0:
+            self._end_header_block()
+        self._buffer.write(chunk)
         return Milter.CONTINUE  # type: ignore[no-any-return]
+
+    def _end_header_block(self) -> None:
+        """Postfix passes every header before the body, so the block goes first in the buffer.
+        Done here, not in an eoh callback: every callback left out is one packet less."""
+        self._buffer.write(header_block(self._headers))
+        self._body_start = self._buffer.tell()
+
+    def _hand_over(self) -> bytes:
+        """The buffer's bytes (no copy) and a fresh buffer: no local name keeps a 30 MB message
+        alive here, so the Message is its only holder and lets it go after the scanners."""
+        raw, self._buffer = self._buffer.getvalue(), io.BytesIO()
+        return raw
 
     def eom(self) -> int:
         tx = self.tx
         assert tx is not None
-        # + 2: the empty line between header and body. No eoh callback counts it: every
-        # callback left out is one packet less per message (Milter.Base.eoh is @nocallback).
-        body = self._body.getvalue()
-        self._body = io.BytesIO()
-        decision = tx.end(tuple(self._headers), body, self._size + 2, queue_id=self._macro("i"))
+        if self._body_start < 0:  # an empty body: no body callback came
+            self._end_header_block()
+        decision = tx.end_received(
+            tuple(self._headers), self._hand_over(), self._body_start, queue_id=self._macro("i")
+        )
         self.tx = None
         if decision.action < Action.TEMPFAIL:
             self._apply_headers(decision, tx.runtime.config.relay.trace_header)
@@ -166,6 +174,7 @@ def milter_text(reply: Reply) -> str:
 def listen(spec: str, timeout: int) -> None:
     """Register the callbacks and bind the listening socket (Milter.runmilter minus main())."""
     libmilter.set_flags(FLAGS)
+    # Registered although negotiated away (P_NOCONNECT): an MTA without negotiation still works.
     libmilter.set_connect_callback(Milter.connect_callback)
     libmilter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
     libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))

@@ -11,25 +11,25 @@ the text whatever the pattern: on Python's backtracking `re`, `ACC(\d+\s?)+X` ag
 never finishes and holds the GIL, so a few messages would stop every worker. RE2 refuses what it
 cannot run in linear time (backreferences, lookarounds), and the configuration names the detector.
 The built-in patterns stay on `re`: they need lookbehinds and a backreference, and every quantifier
-in them is bounded, so the work per starting position is bounded and the scan is linear (a unit
-test runs them on hostile shapes). bench/dlp_engines.py, 1 MB of the DLP corpus: the built-ins as
-shipped 82 ms (with validators); their alternatives without lookarounds on RE2 66 ms, 78 ms once
-the cheapest boundary check is done in Python (no validators yet), so RE2 gains nothing there. A
-custom pattern: 14 ms on `re`, 1.6 ms on RE2 (docs/rules.md, "Pattern engines").
-Keyword dictionaries and context words are escaped literals on `re` (linear for the same reason).
+in them is bounded, so the work per starting position is bounded and the scan linear (a unit
+test runs them on hostile shapes). Keyword dictionaries and context words are escaped literals on
+`re` (linear for the same reason). `scan_text` runs the built-ins and the dictionaries only where
+one Hyperscan pass says they can match (dlp/prefilter.py): the same findings, at a fraction of the
+time on text without them (bench/dlp_engines.py; docs/rules.md, "Pattern engines").
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import re2
 
 from relayguard.core.errors import RelayguardError
-from relayguard.dlp import validators
+from relayguard.dlp import prefilter, validators
+from relayguard.dlp.prefilter import Keywords, Prefilter
 from relayguard.dlp.validators import Validator
 
 # Digits glued to letters or base64 alphabet characters are not a number of their own: this keeps
@@ -53,7 +53,9 @@ class Found(Protocol):
 class TextPattern(Protocol):
     """A compiled pattern of either engine."""
 
-    def finditer(self, string: str, /) -> Iterator[Found]: ...
+    def finditer(self, string: str, pos: int = 0, endpos: int = ..., /) -> Iterator[Found]: ...
+
+    def match(self, string: str, pos: int = 0, endpos: int = ..., /) -> Found | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +79,29 @@ class Detector:
     count_distinct: bool = True
     context_for_unformatted: re.Pattern[str] | None = field(default=None)
     description: str = ""
+    prefilter: Prefilter | None = None  # flags the lines where it can match (dlp/prefilter.py)
+    keywords: Keywords | None = None  # where a dictionary's keywords can start (the same)
 
     def find(self, text: str) -> Iterator[Match]:
-        for found in self.pattern.finditer(text):
+        return self.find_in(text, self.pattern.finditer(text))
+
+    def find_on_lines(self, text: str, lines: Iterable[tuple[int, int]]) -> Iterator[Match]:
+        """What `find` finds, when every match lies on one of LINES (the prefilter's spans)."""
+        for start, end in lines:
+            yield from self.find_in(text, self.pattern.finditer(text, start, end))
+
+    def find_at(self, text: str, starts: Iterable[int]) -> Iterator[Match]:
+        """What `find` finds, when every match starts at one of STARTS (in order): the pattern
+        is tried at each start not inside the previous match, as finditer would."""
+        end = 0
+        for start in starts:
+            found = self.pattern.match(text, start) if start >= end else None
+            if found is not None:
+                end = found.span()[1]
+                yield from self.find_in(text, iter((found,)))
+
+    def find_in(self, text: str, candidates: Iterator[Found]) -> Iterator[Match]:
+        for found in candidates:
             start, end = found.span()
             raw = text[start:end]
             value = self.validator(raw) if self.validator else raw.strip().lower()
@@ -158,18 +180,21 @@ BUILTIN: dict[str, Detector] = {
         CARD_PATTERN,
         validators.card_number,
         description="payment card numbers: known IIN range and length, Luhn check digit",
+        prefilter=prefilter.BUILTIN,
     ),
     "iban": Detector(
         "iban",
         IBAN_PATTERN,
         _iban_prefix,
         description="IBAN: country length and ISO 7064 mod-97 check digits",
+        prefilter=prefilter.BUILTIN,
     ),
     "es_dni": Detector(
         "es_dni",
         DNI_PATTERN,
         validators.es_dni,
         description="Spanish DNI / NIE: the mod-23 check letter",
+        prefilter=prefilter.BUILTIN,
     ),
     "us_ssn": Detector(
         "us_ssn",
@@ -177,6 +202,7 @@ BUILTIN: dict[str, Detector] = {
         validators.us_ssn,
         context_for_unformatted=SSN_CONTEXT,
         description="US SSN: SSA area/group/serial rules; 9 bare digits only next to 'SSN'",
+        prefilter=prefilter.BUILTIN,
     ),
 }
 
@@ -211,6 +237,7 @@ def custom_detector(
         context_window=context_window,
         count_distinct=bool(pattern),
         description=f"custom {'pattern' if pattern else 'keyword dictionary'}",
+        keywords=None if pattern else Keywords(keywords),
     )
 
 
@@ -249,9 +276,26 @@ def linear_pattern(pattern: str, ignore_case: bool = False) -> TextPattern:
 
 
 def scan_text(text: str, detectors: Sequence[Detector]) -> dict[str, list[Match]]:
+    """Every detector's matches in TEXT, by detector name (detectors without any left out)."""
     found: dict[str, list[Match]] = {}
-    for detector in detectors:
-        matches = list(detector.find(text))
-        if matches:
-            found[detector.name] = matches
+    for match in iter_matches(text, detectors):
+        found.setdefault(match.detector, []).append(match)
     return found
+
+
+def iter_matches(text: str, detectors: Sequence[Detector]) -> Iterator[Match]:
+    """The matches of each detector in turn, as they are found. A detector with a prefilter runs
+    only on the lines it flags (one Hyperscan pass for all the built-ins), a keyword dictionary
+    only where one of its keywords starts (one pass each); a custom pattern runs over the whole
+    text on RE2."""
+    lines: dict[str, list[tuple[int, int]]] = {}
+    for used in {id(d.prefilter): d.prefilter for d in detectors if d.prefilter}.values():
+        lines.update(used.lines(text, [d.name for d in detectors if d.prefilter is used]))
+    for detector in detectors:
+        starts = detector.keywords.starts(text) if detector.keywords is not None else None
+        if detector.prefilter is not None:
+            yield from detector.find_on_lines(text, lines[detector.name])
+        elif starts is not None:
+            yield from detector.find_at(text, starts)
+        else:
+            yield from detector.find(text)

@@ -85,7 +85,23 @@ class Transaction:
     ) -> Decision:
         """End of data: header and content checks; then the one audit line for the message."""
         self.queue_id = queue_id or self.queue_id
-        message = Message(self.envelope, headers, body, size)
+        return self._end(Message(self.envelope, headers, body, size))
+
+    def end_received(
+        self,
+        headers: tuple[tuple[str, bytes], ...],
+        raw: bytes,
+        body_start: int,
+        queue_id: str = "",
+    ) -> Decision:
+        """End of data for a message received as one buffer (the adapter's): the scanners read
+        the buffer itself, and no second copy of the body is held beside it (Message.received)."""
+        self.queue_id = queue_id or self.queue_id
+        message = Message.received(self.envelope, headers, raw, body_start)
+        del raw  # the message is the buffer's only holder: cutting the body out lets it go
+        return self._end(message)
+
+    def _end(self, message: Message) -> Decision:
         # Monitor mode: refusals seen at RCPT count towards what the message "would" have met.
         earlier = list(self.verdicts)
         if self.mode is Mode.MONITOR:

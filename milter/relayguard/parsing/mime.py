@@ -265,10 +265,10 @@ _cache = threading.local()
 
 def release_walk(message: Message) -> None:
     """Forget the walk of `message` and its raw buffer (each can be as large as the message)."""
-    message.release_raw()
     cached = getattr(_cache, "entry", None)
     if cached is not None and cached[0] is message:
         _cache.entry = None
+    message.release_raw()
 
 
 def walk_message(message: Message, limits: WalkLimits) -> Walk:
@@ -281,7 +281,11 @@ def walk_message(message: Message, limits: WalkLimits) -> Walk:
     if cached is not None and cached[0] is message and cached[1] == limits:
         result: Walk = cached[2]
         return result
-    result = _walk(raw_message(replace(message, body=b"")), message.body, limits)
+    received = message.received_buffer()
+    if received is not None:  # headers and body in the one buffer the scanners share
+        result = _walk(b"", received, limits)
+    else:
+        result = _walk(raw_message(replace(message, _body=b"")), message.body, limits)
     _cache.entry = (message, limits, result)
     return result
 
