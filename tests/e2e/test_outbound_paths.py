@@ -1,13 +1,21 @@
 """End to end: outbound paths through real Postfix and the real milter, seen by the sink.
 
-Three devices on the port-25 role listener, told apart by their loopback address: "newsletter"
-(outbound path "bulk", sending from 127.0.0.2), "billing" (path "transactional", from 127.0.0.3)
-and "printer" (no path: the default, 127.0.0.1). The sink records the address each delivery came
-from. The templates render the transports from the same list the milter's [[outbound_paths]] has.
+Four devices on the port-25 role listener, told apart by their loopback address: "newsletter"
+(outbound path "bulk", sending from 127.0.0.2), "billing" (path "transactional", from 127.0.0.3),
+"partner-app" (path "partner", from 127.0.0.4 to its own relayhost: a second sink that offers
+STARTTLS) and "printer" (no path: the default, 127.0.0.1). The sinks record the address each
+delivery came from and whether it was sent over TLS. The templates render the transports from the
+same list the milter's [[outbound_paths]] has.
+
+billing and partner-app have a DLP profile that routes card numbers over enforced TLS: such mail
+must keep its path and never leave in clear. The relay's default sink offers no STARTTLS, so
+billing's card mail must be deferred there. The enforced level is `encrypt` here: `secure` would
+also verify the sink's self-signed certificate against a name, which these loopback sinks lack.
 """
 
 from __future__ import annotations
 
+import re
 import smtplib
 import subprocess
 from collections.abc import Iterator
@@ -30,11 +38,18 @@ from tests.support.stack import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
-DEVICES = {"newsletter": "127.0.0.31", "billing": "127.0.0.32", "printer": "127.0.0.1"}
+DEVICES = {
+    "newsletter": "127.0.0.31",
+    "billing": "127.0.0.32",
+    "partner-app": "127.0.0.33",
+    "printer": "127.0.0.1",
+}
 PATHS = [
     {"name": "bulk", "bind_address": "127.0.0.2", "helo_name": "bulk.relay.test"},
     {"name": "transactional", "bind_address": "127.0.0.3", "helo_name": "tx.relay.test"},
 ]
+PARTNER = {"name": "partner", "bind_address": "127.0.0.4", "helo_name": "partner.relay.test"}
+CARD = "Card 4111 1111 1111 1111, please charge it.\n"
 
 CONFIG = """
 [relay]
@@ -59,18 +74,32 @@ name = "billing"
 networks = ["127.0.0.32/32"]
 senders = ["billing@example.com"]
 outbound_path = "transactional"
+dlp_profile = "route"
+
+[[sources]]
+name = "partner-app"
+networks = ["127.0.0.33/32"]
+senders = ["partner@example.com"]
+outbound_path = "partner"
+dlp_profile = "route"
 
 [[sources]]
 name = "printer"
 networks = ["127.0.0.1/32"]
 senders = ["printer@example.com"]
+
+[[dlp_profiles]]
+name = "route"
+action = "encrypt-route"
+[dlp_profiles.detectors]
+card_number = 1
 """
 
 
-def paths_toml() -> str:
+def paths_toml(paths: list[dict[str, str]]) -> str:
     return "\n".join(
         "[[outbound_paths]]\n" + "".join(f'{key} = "{value}"\n' for key, value in path.items())
-        for path in PATHS
+        for path in paths
     )
 
 
@@ -78,21 +107,41 @@ def paths_toml() -> str:
 class PathRelay:
     postfix: PostfixInstance
     sink: SmtpSink
+    tls_sink: SmtpSink  # the partner path's relayhost, offering STARTTLS
     smtp_port: int
 
-    def send(self, device: str, sender: str, subject: str, from_header: str = "") -> None:
-        message = make_message(subject, sender=from_header or sender, recipient="alice@example.com")
+    def send(
+        self,
+        device: str,
+        sender: str,
+        subject: str,
+        *,
+        from_header: str = "",
+        body: str = "Scanned document attached.\n",
+        forged: tuple[tuple[str, str], ...] = (),
+    ) -> str:
+        """Send as `device`; the queue id. `forged` are headers the client adds itself."""
+        message = make_message(
+            subject, sender=from_header or sender, recipient="alice@example.com", body=body
+        )
+        for name, value in forged:
+            message[name] = value
         with smtplib.SMTP(
             "127.0.0.1", self.smtp_port, local_hostname="device.test", timeout=30,
             source_address=(DEVICES[device], 0),
         ) as smtp:  # fmt: skip
-            smtp.send_message(message, from_addr=sender, to_addrs=["alice@example.com"])
+            smtp.ehlo()
+            assert smtp.mail(sender)[0] == 250
+            assert smtp.rcpt("alice@example.com")[0] == 250
+            code, reply = smtp.data(message.as_string())  # str: lines end in CRLF
+        assert code == 250, reply
+        return reply.decode().rsplit(" ", 1)[-1]  # "2.0.0 Ok: queued as 4Xyz..."
 
-    def received(self, subject: str) -> ReceivedMessage:
+    def received(self, subject: str, sink: SmtpSink | None = None) -> ReceivedMessage:
         found: list[ReceivedMessage] = []
 
         def arrived() -> bool:
-            found[:] = [m for m in self.sink.messages if m.subject == subject]
+            found[:] = [m for m in (sink or self.sink).messages if m.subject == subject]
             return bool(found)
 
         assert wait_until(arrived, 15), f"{subject!r} not delivered"
@@ -102,10 +151,12 @@ class PathRelay:
 @pytest.fixture(scope="module")
 def relay() -> Iterator[PathRelay]:
     base = make_dir("relayguard-paths-")
-    with SmtpSink() as sink:
+    sink_tls = make_self_signed(make_dir("sink-tls-", base), "partner-sink.test")
+    with SmtpSink() as sink, SmtpSink(tls=sink_tls) as tls_sink:
+        paths = [*PATHS, {**PARTNER, "relayhost": tls_sink.relayhost}]
         milter_dir = make_dir("milter-", base)
         config = milter_dir / "relayguard.toml"
-        config.write_text(CONFIG.format(paths=paths_toml()))
+        config.write_text(CONFIG.format(paths=paths_toml(paths)))
         milter = MilterProcess(config, milter_dir / "milter.sock", milter_dir / "milter.log")
         milter.start()
         ports = free_ports(3)
@@ -116,14 +167,15 @@ def relay() -> Iterator[PathRelay]:
             ports=dict(zip(("smtp", "submission", "smtps"), ports, strict=True)),
             milter_socket=f"unix:{milter.socket_path}",
             mynetworks=["127.0.0.0/8"],
-            outbound_paths=PATHS,
+            outbound_paths=paths,
+            dlp_tls_security_level="encrypt",
         )
         postfix = PostfixInstance(settings)
         postfix.write_config()
         postfix.check()
         postfix.start()
         try:
-            yield PathRelay(postfix, sink, ports[0])
+            yield PathRelay(postfix, sink, tls_sink, ports[0])
         finally:
             postfix.stop()
             milter.stop()
@@ -179,3 +231,68 @@ def test_each_path_announces_its_own_helo_name(relay: PathRelay) -> None:
     assert relay.received("helo bulk").helo == "bulk.relay.test"
     assert relay.received("helo tx").helo == "tx.relay.test"
     assert relay.received("helo default").helo == "relay.test.invalid"  # myhostname
+
+
+def test_dlp_routed_mail_keeps_its_path_and_goes_over_tls(relay: PathRelay) -> None:
+    relay.send("partner-app", "partner@example.com", "partner card", body=CARD)
+    relay.send("partner-app", "partner@example.com", "partner plain")
+    card = relay.received("partner card", relay.tls_sink)
+    plain = relay.received("partner plain", relay.tls_sink)
+    # Both from the path's own address and name, to the path's relayhost...
+    assert (peer_address(card), card.helo) == ("127.0.0.4", "partner.relay.test")
+    assert (peer_address(plain), plain.helo) == ("127.0.0.4", "partner.relay.test")
+    # ...but only the card mail had to go over TLS (the relay's own level here is "none").
+    assert card.tls
+    assert not plain.tls
+    log = relay.postfix.log_text()
+    assert re.search(
+        r"postfix/relayguard-tls-partner/smtp\[\d+\]: \w+: to=<alice@example.com>,.* status=sent",
+        log,
+    )
+    assert re.search(
+        r"postfix/relayguard-path-partner/smtp\[\d+\]: \w+: to=<alice@example.com>,.* status=sent",
+        log,
+    )
+
+
+def test_dlp_routed_mail_is_deferred_rather_than_sent_in_clear_through_its_path(
+    relay: PathRelay,
+) -> None:
+    # billing's path leads to the default sink, which offers no STARTTLS.
+    queue_id = relay.send("billing", "billing@example.com", "billing card", body=CARD)
+    relay.postfix.wait_for_log(
+        rf"postfix/relayguard-tls-transactional/smtp\[\d+\]: {queue_id}: to=<alice@example.com>,"
+        rf" relay=127\.0\.0\.1\[127\.0\.0\.1\]:{relay.sink.port},.* status=deferred"
+        r" \(TLS is required, but was not offered",
+        timeout=20,
+    )
+    assert not [m for m in relay.sink.messages if m.subject == "billing card"]
+    assert any(m["queue_id"] == queue_id for m in relay.postfix.queue())
+
+
+def test_a_sender_cannot_pick_its_plain_path_for_dlp_routed_mail(relay: PathRelay) -> None:
+    forged = (("X-Relayguard-Path", "transactional"), ("X-Relayguard-Route", "none"))
+    queue_id = relay.send(
+        "billing", "billing@example.com", "billing forged", body=CARD, forged=forged
+    )
+    relay.postfix.wait_for_log(
+        rf"postfix/relayguard-tls-transactional/smtp\[\d+\]: {queue_id}: .* status=deferred"
+        r" \(TLS is required, but was not offered",
+        timeout=20,
+    )
+    assert not [m for m in relay.sink.messages if m.subject == "billing forged"]
+
+
+def test_a_sender_cannot_pick_a_path_or_its_tls_variant(relay: PathRelay) -> None:
+    forged = (
+        ("X-Relayguard-Path", "partner; enforced-tls"),
+        ("X-Relayguard-Route", "enforced-tls"),
+    )
+    relay.send("printer", "printer@example.com", "printer forged", forged=forged)
+    delivered = relay.received("printer forged")  # the default sink: not the partner's
+    assert peer_address(delivered) == "127.0.0.1"
+    assert delivered.helo == "relay.test.invalid"
+    assert not delivered.tls
+    assert "X-Relayguard-Path" not in delivered.message()
+    assert "X-Relayguard-Route" not in delivered.message()
+    assert not [m for m in relay.tls_sink.messages if m.subject == "printer forged"]

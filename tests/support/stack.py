@@ -702,6 +702,7 @@ class ReceivedMessage:
     data: bytes
     peer: str
     helo: str = ""  # the name the relay announced in EHLO/HELO
+    tls: bool = False  # the relay switched to TLS (STARTTLS) before sending it
 
     def message(self) -> EmailMessage:
         parsed = email.message_from_bytes(self.data, policy=email.policy.default)
@@ -739,6 +740,7 @@ class _SinkHandler:
             data=bytes(content),
             peer=str(session.peer),
             helo=str(session.host_name or ""),
+            tls=session.ssl is not None,
         )
         with self.changed:
             self.attempts += 1
@@ -755,10 +757,19 @@ class _SinkHandler:
         return "250 2.0.0 Ok: stored"
 
 
+def _server_tls_context(tls: TlsFiles) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    return context
+
+
 class SmtpSink:
     """An aiosmtpd server on loopback standing in for the smarthost; keeps every message."""
 
-    def __init__(self, host: str = LOOPBACK, port: int | None = None) -> None:
+    def __init__(
+        self, host: str = LOOPBACK, port: int | None = None, tls: TlsFiles | None = None
+    ) -> None:
+        """With `tls`, the sink offers STARTTLS with that certificate (never requires it)."""
         self.host = host
         self.port = port if port is not None else free_port(host)
         self._handler = _SinkHandler()
@@ -769,6 +780,7 @@ class SmtpSink:
             # Not the relay's myhostname: Postfix refuses a peer that greets
             # with its own name ("mail loops back to myself").
             server_hostname=SINK_HOSTNAME,
+            tls_context=_server_tls_context(tls) if tls is not None else None,
         )
 
     @property

@@ -1,5 +1,6 @@
 """Outbound paths: the configuration, the X-Relayguard-Path header only for mail that passed
-policy (in both modes), DLP's enforced-TLS route first, and the Postfix templates' rendering."""
+policy (in both modes), DLP's enforced-TLS route kept on the source's path, and the Postfix
+templates' rendering."""
 
 from __future__ import annotations
 
@@ -143,7 +144,7 @@ def test_spoofed_mail_in_monitor_mode_leaves_by_the_default_path(
     assert note(decision).startswith("default outbound path: would_reject (header_identities")
 
 
-def test_dlp_enforced_tls_route_takes_precedence(config: Callable[..., Config]) -> None:
+def test_dlp_enforced_tls_route_keeps_the_sources_path(config: Callable[..., Config]) -> None:
     loaded = config(extra=CARD_PROFILE, source_extra='dlp_profile = "route"\n')
     decision = send(
         loaded,
@@ -151,11 +152,24 @@ def test_dlp_enforced_tls_route_takes_precedence(config: Callable[..., Config]) 
         raw("news@example.com", "Card 4111 1111 1111 1111"),
         "news@example.com",
     )
+    assert path_header(decision) == ["bulk; enforced-tls"]
+    assert note(decision) == "outbound path bulk over enforced TLS (DLP route)"
+    # DLP's own route header stays, before the path's: Postfix applies the last FILTER that fired
+    # (the path's TLS variant); a Postfix without that variant still uses relayguard-tls.
+    names = [name for name, _ in decision.headers]
+    route = names.index("X-Relayguard-Route")
+    assert decision.headers[route] == ("X-Relayguard-Route", "enforced-tls")
+    assert route < names.index("X-Relayguard-Path")
+
+
+def test_dlp_route_without_a_path_is_left_to_relayguard_tls(
+    config: Callable[..., Config],
+) -> None:
+    loaded = config(extra='\n[dlp]\ndefault_profile = "route"\n' + CARD_PROFILE)
+    card = raw("erp@example.com", "Card 4111 1111 1111 1111")
+    decision = send(loaded, "erp", card, "erp@example.com")
     assert ("X-Relayguard-Route", "enforced-tls") in decision.headers
     assert path_header(decision) == []
-    assert (
-        note(decision) == "outbound path bulk not used: DLP's enforced-TLS route takes precedence"
-    )
 
 
 # --- the Postfix templates ------------------------------------------------------------------
@@ -188,6 +202,26 @@ def test_master_cf_renders_one_transport_per_path() -> None:
     assert "  -o smtp_bind_address6=::1\n" in master
 
 
+def test_master_cf_renders_each_paths_enforced_tls_variant() -> None:
+    master = render("master.cf.j2", postfix=settings(outbound_paths=PATHS))
+    assert (
+        "relayguard-tls-bulk unix - - n - - smtp\n"
+        "  -o syslog_name=postfix/relayguard-tls-bulk\n"
+        "  -o smtp_tls_security_level=secure\n"
+        "  -o smtp_bind_address=127.0.0.2\n"
+        "  -o smtp_helo_name=bulk.example.com\n"
+    ) in master
+    assert (
+        "relayguard-tls-v6 unix - - n - - smtp\n"
+        "  -o syslog_name=postfix/relayguard-tls-v6\n"
+        "  -o smtp_tls_security_level=secure\n"
+        "  -o smtp_bind_address6=::1\n"
+    ) in master
+    # The plain path keeps the relay's opportunistic level.
+    plain = master.split("relayguard-path-bulk unix", 1)[1].split("relayguard-tls-bulk", 1)[0]
+    assert "smtp_tls_security_level" not in plain
+
+
 def test_main_cf_maps_each_path_header_to_its_transport_and_next_hop() -> None:
     main = render("main.cf.j2", postfix=settings(outbound_paths=PATHS))
     line = next(x for x in main.splitlines() if x.startswith("milter_header_checks"))
@@ -200,7 +234,22 @@ def test_main_cf_maps_each_path_header_to_its_transport_and_next_hop() -> None:
     assert "FILTER relayguard-tls:[127.0.0.1]:2500" in line
 
 
+def test_main_cf_maps_each_paths_tls_header_to_its_tls_variant() -> None:
+    main = render("main.cf.j2", postfix=settings(outbound_paths=PATHS))
+    line = next(x for x in main.splitlines() if x.startswith("milter_header_checks"))
+    assert (
+        "{/^X-Relayguard-Path:[[:space:]]*bulk;[[:space:]]*enforced-tls$$/"
+        " FILTER relayguard-tls-bulk:[127.0.0.1]:2500}"
+    ) in line
+    assert (
+        "{/^X-Relayguard-Path:[[:space:]]*v6;[[:space:]]*enforced-tls$$/"
+        " FILTER relayguard-tls-v6:[smtp.partner.example]:587}"
+    ) in line
+
+
 def test_without_paths_the_templates_render_as_before() -> None:
     main = render("main.cf.j2", postfix=settings())
     assert "X-Relayguard-Path" not in main.split("milter_header_checks =", 1)[1]
-    assert "relayguard-path-" not in render("master.cf.j2", postfix=settings())
+    master = render("master.cf.j2", postfix=settings())
+    assert "relayguard-path-" not in master
+    assert "relayguard-tls-" not in master

@@ -99,6 +99,11 @@ class StateStore(Protocol):
         would exceed its limit, nothing is recorded in any (minute, hour and day windows)."""
         ...
 
+    def peek_usage(self, counters: Sequence[tuple[str, int, float]], now: float) -> list[Usage]:
+        """Where each (key, limit, window) counter stands now, read only: nothing is counted or
+        expired (the console shows it; a look must not use up a source's allowance)."""
+        ...
+
     # --- kill switch ------------------------------------------------------------------------
     def disable(
         self, source: str, reason: str, actor: str, now: float, expires: float | None = None
@@ -153,6 +158,13 @@ class StateStore(Protocol):
     ) -> set[str]:
         """Remember that `source` sent to `domains` (seen at `now`); the ones it had not sent to
         since `forget_before` come back as new. Older domains are forgotten."""
+        ...
+
+    def learn_domains_and_baseline(
+        self, source: str, domains: Collection[str], now: float, forget_before: float
+    ) -> tuple[set[str], StoredBaseline | None]:
+        """learn_domains, then baseline: one round trip on Redis (the detector's first two calls
+        for every message, before the milter replies)."""
         ...
 
     def close(self) -> None: ...

@@ -22,6 +22,8 @@ class StoreSettings(Protocol):
     @property
     def redis_url(self) -> str: ...
     @property
+    def redis_password(self) -> str: ...
+    @property
     def redis_prefix(self) -> str: ...
     @property
     def timeout_ms(self) -> int: ...
@@ -45,7 +47,12 @@ def open_store(settings: StoreSettings) -> StateStore:
         # with the SQLite default (and every `relayguard` command) would otherwise pay.
         from relayguard.state.redis import RedisStore  # noqa: PLC0415
 
-        return RedisStore(settings.redis_url, settings.redis_prefix, settings.timeout_ms)
+        return RedisStore(
+            settings.redis_url,
+            settings.redis_prefix,
+            settings.timeout_ms,
+            password=settings.redis_password,
+        )
     return SqliteStore(settings.path, settings.timeout_ms)
 
 

@@ -33,7 +33,7 @@ from relayguard.state import (
     Suppression,
     Usage,
 )
-from relayguard.state.window import BUCKETS
+from relayguard.state.window import BUCKETS, evaluate
 
 # KEYS: one hash per counter (field = bucket number, value = amount).
 # ARGV: amount, now, buckets, then limit and window for each key.
@@ -138,12 +138,17 @@ return 1
 class RedisStore:
     backend = "redis"
 
-    def __init__(self, url: str, prefix: str = "relayguard:", timeout_ms: int = 1000) -> None:
+    def __init__(
+        self, url: str, prefix: str = "relayguard:", timeout_ms: int = 1000, password: str = ""
+    ) -> None:
+        """PASSWORD: from [state] redis_password_file (a password in URL wins; config forbids
+        both)."""
         self.url = url
         self.prefix = prefix
         timeout = timeout_ms / 1000
         self._client = redis.Redis.from_url(
             url,
+            password=password or None,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             decode_responses=True,
@@ -187,6 +192,23 @@ class RedisStore:
         return [
             Usage(int(raw[i]), int(raw[i + 1]), int(raw[i + 2]) / 1000)
             for i in range(0, len(raw), 3)
+        ]
+
+    def peek_usage(self, counters: Sequence[tuple[str, int, float]], now: float) -> list[Usage]:
+        """HGETALL only (the Lua script above deletes expired buckets: a look must not write);
+        the buckets are weighed by window.py, which that script mirrors."""
+        keys = [f"{self.prefix}rate:{key}" for key, _, _ in counters]
+
+        def read() -> list[dict[bytes | str, bytes | str]]:
+            pipeline = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipeline.hgetall(key)
+            return list(pipeline.execute())
+
+        found = self._call(read)
+        return [
+            evaluate({int(b): int(v) for b, v in buckets.items()}, 0, limit, window, now)
+            for buckets, (_, limit, window) in zip(found, counters, strict=True)
         ]
 
     # --- kill switch -------------------------------------------------------------------------
@@ -345,8 +367,25 @@ class RedisStore:
     def learn_domains(
         self, source: str, domains: Collection[str], now: float, forget_before: float
     ) -> set[str]:
-        """One MULTI: forget old domains, add each new one (ZADD NX answers 1 for it), then move
-        every domain's last-seen time to now."""
+        return self._learn(source, domains, now, forget_before, read_baseline=False)[0]
+
+    def learn_domains_and_baseline(
+        self, source: str, domains: Collection[str], now: float, forget_before: float
+    ) -> tuple[set[str], StoredBaseline | None]:
+        new, found = self._learn(source, domains, now, forget_before, read_baseline=True)
+        return new, StoredBaseline(int(found["version"]), found["data"]) if found else None
+
+    def _learn(
+        self,
+        source: str,
+        domains: Collection[str],
+        now: float,
+        forget_before: float,
+        *,
+        read_baseline: bool,
+    ) -> tuple[set[str], dict[str, str]]:
+        """One MULTI, one round trip: forget old domains, add each new one (ZADD NX answers 1
+        for it), move every domain's last-seen time to now, and read the baseline if asked."""
         key = f"{self.prefix}domains:{source}"
         unique = sorted(set(domains))
 
@@ -357,10 +396,14 @@ class RedisStore:
                     pipe.zadd(key, {domain: now}, nx=True)
                 if unique:
                     pipe.zadd(key, dict.fromkeys(unique, now), xx=True)
+                if read_baseline:
+                    pipe.hgetall(f"{self.prefix}baseline:{source}")
                 return pipe.execute()
 
-        added = self._call(run)[1 : 1 + len(unique)]
-        return {domain for domain, new in zip(unique, added, strict=True) if new}
+        replies = self._call(run)
+        added = replies[1 : 1 + len(unique)]
+        new = {domain for domain, fresh in zip(unique, added, strict=True) if fresh}
+        return new, dict(replies[-1]) if read_baseline else {}
 
     def close(self) -> None:
         self._client.close()

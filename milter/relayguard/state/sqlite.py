@@ -189,10 +189,7 @@ class SqliteStore:
                     "DELETE FROM rate_buckets WHERE key = ? AND bucket < ?",
                     (key, oldest_live_bucket(window, now)),
                 )
-                rows = conn.execute(
-                    "SELECT bucket, amount FROM rate_buckets WHERE key = ?", (key,)
-                ).fetchall()
-                usages.append(evaluate(dict(rows), amount, limit, window, now))
+                usages.append(evaluate(dict(_buckets(conn, key)), amount, limit, window, now))
             if not any(usage.exceeded for usage in usages):
                 conn.executemany(
                     "INSERT INTO rate_buckets (key, bucket, amount) VALUES (?, ?, ?)"
@@ -200,6 +197,13 @@ class SqliteStore:
                     [(key, current_bucket(window, now), amount) for key, _, window in counters],
                 )
             return usages
+
+    def peek_usage(self, counters: Sequence[tuple[str, int, float]], now: float) -> list[Usage]:
+        with self._transaction(write=False) as conn:
+            return [
+                evaluate(dict(_buckets(conn, key)), 0, limit, window, now)
+                for key, limit, window in counters
+            ]
 
     # --- kill switch -------------------------------------------------------------------------
     def disable(
@@ -381,6 +385,16 @@ class SqliteStore:
                     )
             return new
 
+    def learn_domains_and_baseline(
+        self, source: str, domains: Collection[str], now: float, forget_before: float
+    ) -> tuple[set[str], StoredBaseline | None]:
+        return self.learn_domains(source, domains, now, forget_before), self.baseline(source)
+
     def close(self) -> None:
         with self._lock:
             self._drop()
+
+
+def _buckets(conn: sqlite3.Connection, key: str) -> list[tuple[int, int]]:
+    rows = conn.execute("SELECT bucket, amount FROM rate_buckets WHERE key = ?", (key,))
+    return [(int(bucket), int(amount)) for bucket, amount in rows.fetchall()]
