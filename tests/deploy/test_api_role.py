@@ -81,7 +81,7 @@ def test_enabled_renders_the_table_and_a_hardened_unit(tmp_path: Path) -> None:
         f"ExecStart={VENV}/bin/relayguard api serve --config {tmp_path}/relayguard.toml",
     ):
         assert line in unit, line
-    assert "ExecReload" not in unit  # it reads its configuration at start only
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in unit  # systemctl reload rereads the config
 
 
 def test_tls_files_reach_the_table(tmp_path: Path) -> None:

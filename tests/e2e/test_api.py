@@ -8,6 +8,7 @@ AUTH= parameter; these tests also show that nobody else can use that path (docs/
 from __future__ import annotations
 
 import base64
+import signal
 import smtplib
 import subprocess
 import sys
@@ -62,6 +63,7 @@ port = {api_port}
 relay_port = {relay_port}
 sasl_user = "{api_user}"
 sasl_password_file = "{password_file}"
+max_message_bytes = {api_max_bytes}
 
 [[sources]]
 name = "erp"
@@ -72,7 +74,17 @@ senders = ["erp@example.com"]
 name = "printer"
 sasl_users = ["{user}"]
 senders = ["scanner@example.com"]
+
+[[sources]]
+name = "bulk"
+sasl_users = ["bulk-device"]
+senders = ["bulk@example.com"]
+rate_limits = {{ messages_per_minute = 2 }}
 """
+# The API takes up to API_MAX_BYTES, Postfix (message_size_limit) only up to POSTFIX_MAX_BYTES:
+# a message between the two is refused by Postfix and must still come back as 413.
+API_MAX_BYTES = 600_000
+POSTFIX_MAX_BYTES = 300_000
 
 
 def relayguard(*args: str) -> subprocess.CompletedProcess[str]:
@@ -159,12 +171,16 @@ def api_relay(e2e_dir: Path, postfix_stack: StackFactory, keys: Path) -> Iterato
             api_user=API_USER,
             password_file=password_file,
             user=DEVICE_USER,
+            api_max_bytes=API_MAX_BYTES,
         )
     )
     milter = MilterProcess(config, directory / "milter.sock", directory / "milter.log").start()
     try:
         stack = postfix_stack(
-            milter.socket_path, api_listen=f"127.0.0.1:{relay_port}", api_sasl_user=API_USER
+            milter.socket_path,
+            api_listen=f"127.0.0.1:{relay_port}",
+            api_sasl_user=API_USER,
+            message_size_limit=POSTFIX_MAX_BYTES,
         )
         with ApiProcess(config, api_port, directory / "api.log") as api:
             yield ApiRelay(stack, api, config, state, relay_port)
@@ -207,6 +223,23 @@ def test_json_message_is_delivered_dkim_signed(api_relay: ApiRelay, dns: DnsServ
     assert attachment.get_content() == b"%PDF-1.4 invoice 42"
     [signature] = verify_dkimpy(delivered.data, dns)
     assert (signature.domain, signature.result) == ("example.com", "pass")
+
+
+def test_lines_with_dots_and_unicode_arrive_as_sent(api_relay: ApiRelay) -> None:
+    """The message goes over as one BDAT chunk (no dot-stuffing) or DATA (dot-stuffed): either
+    way a line holding '.' or '..' and non-ASCII text arrive unchanged."""
+    token = api_relay.token("erp")
+    text = "first\n.\n..\n.leading dot\nGrüße, Jürgen\n"
+    subject = "Rechnung Nr. 42 für März"
+    answer = api_relay.post(
+        "/v1/messages", token, json=MESSAGE | {"text": text, "html": None, "subject": subject}
+    )
+    assert answer.status_code == 202, answer.text
+    [delivered] = api_relay.stack.sink.wait_for(1)
+    message = delivered.message()
+    assert message["Subject"] == subject
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None and body.get_content().replace("\r\n", "\n") == text
 
 
 def test_raw_message_is_delivered_dkim_signed(api_relay: ApiRelay, dns: DnsServer) -> None:
@@ -341,3 +374,80 @@ def test_only_the_api_can_name_a_source(api_relay: ApiRelay) -> None:
         )
     api_relay.stack.postfix.flush()
     assert api_relay.stack.sink.messages == []
+
+
+def test_a_message_over_the_apis_limit_is_413(api_relay: ApiRelay) -> None:
+    token = api_relay.token("erp")
+    raw = make_message("big", sender="erp@example.com", recipient="bob@example.com")
+    raw.set_content("x" * (API_MAX_BYTES + 1000))
+    answer = api_relay.post(
+        "/v1/messages/raw",
+        token,
+        content=raw.as_bytes(),
+        headers={"Content-Type": "message/rfc822"},
+    )
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["error"]["reason"] == f"the request exceeds {API_MAX_BYTES} bytes"
+    assert api_relay.stack.sink.attempts == 0
+
+
+def test_a_message_over_postfixs_limit_is_413_with_postfixs_reason(api_relay: ApiRelay) -> None:
+    """Under the API's limit, over Postfix's message_size_limit: Postfix's 552 5.3.4 is a 413."""
+    token = api_relay.token("erp")
+    text = "line of a long report\n" * (POSTFIX_MAX_BYTES // 20)
+    answer = api_relay.post("/v1/messages", token, json=MESSAGE | {"text": text})
+    assert answer.status_code == 413, answer.text
+    error = answer.json()["error"]
+    assert error == {"status": 413, "reason": "Message size exceeds fixed limit", "field": "from"}
+    api_relay.stack.postfix.wait_for_log(r"reject: MAIL from \S+: 552 5\.3\.4 Message size exceeds")
+    api_relay.stack.postfix.flush()
+    assert api_relay.stack.sink.messages == []
+
+
+def test_a_source_over_its_rate_limit_gets_429_with_retry_after(api_relay: ApiRelay) -> None:
+    token = api_relay.token("bulk")
+    message = MESSAGE | {"from": "bulk@example.com"}
+    first, second, third = (
+        api_relay.post("/v1/messages", token, json=message | {"subject": f"n{i}"}) for i in range(3)
+    )
+    assert [first.status_code, second.status_code] == [202, 202], second.text
+    assert third.status_code == 429, third.text
+    retry_after = int(third.headers["Retry-After"])
+    reason = third.json()["error"]["reason"]
+    assert reason.startswith("source bulk is over its limit of 2 messages per minute")
+    assert retry_after > 0 and reason.endswith(f"retry in {retry_after} s")  # the milter's advice
+    api_relay.stack.sink.wait_for(2)
+    api_relay.stack.postfix.flush()
+    time.sleep(1.0)
+    assert sorted(m.subject for m in api_relay.stack.sink.messages) == ["n0", "n1"]
+
+
+def _wait_for_log(api: ApiProcess, text: str, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in (log := api.log.read_text()):
+        assert time.monotonic() < deadline, log
+        time.sleep(0.1)
+    return log
+
+
+def test_sighup_rereads_the_config_and_a_bad_one_keeps_the_old(api_relay: ApiRelay) -> None:
+    token = api_relay.token("erp")
+    tagged = MESSAGE | {"headers": {"X-Campaign": "spring"}}
+    assert api_relay.post("/v1/messages", token, json=tagged).status_code == 400
+    original = api_relay.config.read_text()
+    allowing = original.replace("[api]\n", '[api]\nheaders = ["X-Campaign"]\n', 1)
+    api_relay.config.write_text(allowing)
+    process = api_relay.api.process
+    assert process is not None
+    process.send_signal(signal.SIGHUP)
+    _wait_for_log(api_relay.api, f"SIGHUP: {api_relay.config} reloaded")
+    assert api_relay.post("/v1/messages", token, json=tagged).status_code == 202
+
+    api_relay.config.write_text(allowing.replace("[api]\n", "[api]\ncolour = 1\n", 1))
+    process.send_signal(signal.SIGHUP)
+    log = _wait_for_log(api_relay.api, "refused, keeping the running configuration")
+    assert f"{api_relay.config}: api.colour: unknown key" in log
+    assert process.poll() is None
+    again = api_relay.post("/v1/messages", token, json=tagged | {"subject": "after"})
+    assert again.status_code == 202, again.text
+    api_relay.stack.sink.wait_for(2)

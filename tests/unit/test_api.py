@@ -7,6 +7,9 @@ import argparse
 import base64
 import email
 import email.policy
+import logging
+import os
+import signal
 from pathlib import Path
 
 import jsonschema
@@ -25,6 +28,7 @@ from relayguard.services.api.compose import compose, parse_raw
 from relayguard.services.api.errors import ApiError
 from relayguard.services.api.handoff import Handoff, Relay, refusal_error
 from relayguard.services.api.openapi import MESSAGE, document
+from relayguard.services.http import reload_on_sighup
 from relayguard.state.sqlite import SqliteStore
 
 pytestmark = pytest.mark.unit
@@ -251,3 +255,43 @@ def test_openapi_describes_every_route_and_its_schemas_hold(config: Config, tmp_
 
     collect(doc)
     assert refs == {f"#/components/schemas/{name}" for name in doc["components"]["schemas"]}
+
+
+def test_reload_swaps_the_config_and_refuses_one_without_api(
+    config: Config, tmp_path: Path
+) -> None:
+    api = SendApi(config, SqliteStore(tmp_path / "s"), Handoff(Relay("127.0.0.1", 1, "", "")))
+    path = tmp_path / "no-api.toml"
+    path.write_text(
+        CONFIG.format(state=tmp_path / "s").replace('[api]\nsasl_user = "relayguard-api"\n', "")
+    )
+    with pytest.raises(ConfigError, match="api: the send API needs"):
+        api.reload(load_config(path))
+    assert api.config is config
+    newer = load_config(config.path)
+    api.reload(newer)
+    assert api.config is newer
+
+
+def test_sighup_applies_a_valid_file_and_keeps_the_old_on_a_bad_one(
+    config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    applied: list[Config] = []
+    previous = signal.getsignal(signal.SIGHUP)
+    try:
+        reload_on_sighup(config.path, applied.append)
+        # Keys the API's user cannot read are not its business: the milter signs.
+        keys = config.path.parent / "no-keys"
+        dkim = f'[dkim]\nkey_directory = "{keys}"\ndomains = ["example.com"]\n'
+        config.path.write_text(config.path.read_text() + dkim)
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert [c.path for c in applied] == [config.path]
+        assert applied[0].dkim is not None
+        config.path.write_text(config.path.read_text() + "[api.extra]\n")
+        with caplog.at_level(logging.INFO, logger="relayguard.services.http"):
+            os.kill(os.getpid(), signal.SIGHUP)
+        assert len(applied) == 1
+        assert f"SIGHUP: {config.path} refused, keeping the running configuration" in caplog.text
+        assert f"{config.path}: api.extra: unknown key" in caplog.text
+    finally:
+        signal.signal(signal.SIGHUP, previous)

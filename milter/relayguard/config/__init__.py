@@ -63,12 +63,17 @@ __all__ = [
 ]
 
 
-def load_config(path: str | Path) -> Config:
-    """Read, validate and resolve PATH, or raise ConfigError listing every problem found."""
+def load_config(path: str | Path, *, signing_keys: bool = True) -> Config:
+    """Read, validate and resolve PATH, or raise ConfigError listing every problem found.
+
+    signing_keys=False is for the services that never sign (send API, console, unsubscribe
+    endpoint): they run as their own users, who cannot read the milter's private keys."""
     path = Path(path)
     problems = Problems(path)
     config = read_config(path, problems)
-    resolved = resolve_into(config, problems) if config is not None else None
+    resolved = (
+        resolve_into(config, problems, signing_keys=signing_keys) if config is not None else None
+    )
     problems.raise_if_any()
     assert resolved is not None  # no problem: the file was read
     return resolved

@@ -6,13 +6,20 @@ listens on a loopback address by default, and any other address needs a certific
 
 from __future__ import annotations
 
+import logging
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
 
-from relayguard.config import is_loopback_host
+from relayguard.config import Config, is_loopback_host, load_config
+from relayguard.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +66,20 @@ def serve_asgi(app: Any, listener: Listener) -> None:
         log_level="info",
         access_log=False,
     )
+
+
+def reload_on_sighup(path: str | Path, apply: Callable[[Config], None]) -> None:
+    """On SIGHUP read PATH again and hand the new snapshot to `apply` (which may refuse it with
+    ConfigError). A bad file keeps the running configuration; the log names file, key and problem.
+    The handler runs in the main thread, between two steps of the event loop. Read as the HTTP
+    services read it at start: without the DKIM keys (they sign nothing, and cannot read them)."""
+
+    def reload(signum: int, frame: FrameType | None) -> None:
+        try:
+            apply(load_config(path, signing_keys=False))
+        except ConfigError as exc:
+            log.error("SIGHUP: %s refused, keeping the running configuration:\n%s", path, exc)
+            return
+        log.info("SIGHUP: %s reloaded", path)
+
+    signal.signal(signal.SIGHUP, reload)

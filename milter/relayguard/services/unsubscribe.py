@@ -82,7 +82,7 @@ class Endpoint:
 
 
 def serve(config_path: str) -> int:
-    config = load_config(config_path)
+    config = load_config(config_path, signing_keys=False)  # the endpoint signs nothing
     if config.unsubscribe is None or config.state is None:
         print("relayguard unsubscribe-server: the config needs [unsubscribe] and [state]")
         return 1

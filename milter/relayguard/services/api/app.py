@@ -24,6 +24,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from relayguard.config import Config
+from relayguard.config.api import ApiSettings
+from relayguard.core.errors import ConfigError
 from relayguard.services.api import compose, tokens
 from relayguard.services.api.errors import ApiError, bad_field
 from relayguard.services.api.handoff import Handoff
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 PENDING_TTL = 300.0  # seconds a key stays claimed by a request that never finished (crash)
 JSON_OVERHEAD = 65_536  # a JSON request may exceed the message size by base64 and field names
+Build = Callable[[Request, bytes, ApiSettings], compose.Outgoing]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +64,9 @@ def _error(exc: ApiError) -> Answer:
 
 
 class SendApi:
-    """One per process; `clock` is injected so that tests control token expiry."""
+    """One per process; `clock` is injected so that tests control token expiry. `reload` swaps
+    the configuration whole (SIGHUP); a request reads `self.config` once and keeps that snapshot.
+    The listener, the state backend and the relay login are read at start only."""
 
     def __init__(
         self,
@@ -70,12 +75,16 @@ class SendApi:
         handoff: Handoff,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        assert config.api is not None
         self.config = config
-        self.settings = config.api
+        self.reload(config)
         self.store = store
         self.handoff = handoff
         self.clock = clock
+
+    def reload(self, config: Config) -> None:
+        if config.api is None or config.state is None:
+            raise ConfigError([f"{config.path}: api: the send API needs [api] and [state]"])
+        self.config = config
 
     def app(self) -> Starlette:
         return Starlette(
@@ -96,22 +105,22 @@ class SendApi:
         return JSONResponse(document())
 
     async def messages(self, request: Request) -> Response:
-        limit = self.settings.max_message_bytes * 4 // 3 + JSON_OVERHEAD
+        limit = _settings(self.config).max_message_bytes * 4 // 3 + JSON_OVERHEAD
         return await self._handle(request, limit, self._from_json)
 
     async def raw(self, request: Request) -> Response:
-        return await self._handle(request, self.settings.max_message_bytes, self._from_raw)
+        return await self._handle(request, _settings(self.config).max_message_bytes, self._from_raw)
 
-    def _from_json(self, request: Request, body: bytes) -> compose.Outgoing:
+    def _from_json(self, request: Request, body: bytes, settings: ApiSettings) -> compose.Outgoing:
         if not request.headers.get("content-type", "").startswith("application/json"):
             raise bad_field("Content-Type", "must be application/json")
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise bad_field("", f"not JSON: {exc}") from None
-        return compose.compose(data, self.settings.headers, self.clock())
+        return compose.compose(data, settings.headers, self.clock())
 
-    def _from_raw(self, request: Request, body: bytes) -> compose.Outgoing:
+    def _from_raw(self, request: Request, body: bytes, settings: ApiSettings) -> compose.Outgoing:
         if not request.headers.get("content-type", "").startswith("message/rfc822"):
             raise bad_field("Content-Type", "must be message/rfc822")
         query = request.query_params
@@ -123,34 +132,37 @@ class SendApi:
         self,
         request: Request,
         limit: int,
-        build: Callable[[Request, bytes], compose.Outgoing],
+        build: Build,
     ) -> Response:
+        """The body is read here; everything else (token, message, idempotency, hand-off) runs in
+        one worker thread: a thread hop costs more CPU than composing a 10 KB message."""
         try:
-            caller = await run_in_threadpool(
-                tokens.authenticate,
-                self.store,
-                self.config,
-                request.headers.get("authorization", ""),
-                self.clock(),
-            )
             body = await _read_body(request, limit)
-            outgoing = build(request, body)
-            if len(outgoing.data) > self.settings.max_message_bytes:
-                raise ApiError(413, f"the message exceeds {self.settings.max_message_bytes} bytes")
-            key = _idempotency_key(request, caller)
         except ApiError as exc:
             return _error(exc).response()
+        answer = await run_in_threadpool(self._process, request, body, build)
+        return answer.response()
+
+    def _process(self, request: Request, body: bytes, build: Build) -> Answer:
+        config = self.config
+        settings = _settings(config)
+        try:
+            caller = tokens.authenticate(
+                self.store, config, request.headers.get("authorization", ""), self.clock()
+            )
+            outgoing = build(request, body, settings)
+            if len(outgoing.data) > settings.max_message_bytes:
+                raise ApiError(413, f"the message exceeds {settings.max_message_bytes} bytes")
+            key = _idempotency_key(request, caller)
+        except ApiError as exc:
+            return _error(exc)
         except StateUnavailable as exc:
             log.error("state backend unavailable: %s", exc)
-            return Answer(
-                503, ApiError(503, "the state backend is unavailable").body(), 30
-            ).response()
+            return Answer(503, ApiError(503, "the state backend is unavailable").body(), 30)
         if key is None:
-            answer = await run_in_threadpool(self._send, caller, outgoing)
-        else:
-            fingerprint = _fingerprint(request, body)
-            answer = await run_in_threadpool(self._send_once, caller, outgoing, key, fingerprint)
-        return answer.response()
+            return self._send(caller, outgoing)
+        ttl = float(settings.idempotency_ttl)
+        return self._send_once(caller, outgoing, key, _fingerprint(request, body), ttl)
 
     def _send(self, caller: tokens.Caller, outgoing: compose.Outgoing) -> Answer:
         try:
@@ -168,11 +180,15 @@ class SendApi:
         return Answer(202, {"queue_id": queue_id, "message_id": outgoing.message_id})
 
     def _send_once(
-        self, caller: tokens.Caller, outgoing: compose.Outgoing, key: str, fingerprint: str
+        self,
+        caller: tokens.Caller,
+        outgoing: compose.Outgoing,
+        key: str,
+        fingerprint: str,
+        ttl: float,
     ) -> Answer:
         """The first request with KEY sends; a retry with the same body gets the first answer; a
         different body with the same key is refused. Temporary failures free the key again."""
-        ttl = float(self.settings.idempotency_ttl)
         try:
             earlier = self.store.claim_idempotency(key, fingerprint, self.clock(), PENDING_TTL)
         except StateUnavailable as exc:
@@ -193,6 +209,11 @@ class SendApi:
         except StateUnavailable as exc:
             log.error("idempotency key of token %s not recorded: %s", caller.token_id, exc)
         return answer
+
+
+def _settings(config: Config) -> ApiSettings:
+    assert config.api is not None  # SendApi.reload refuses a configuration without [api]
+    return config.api
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -1,4 +1,4 @@
-"""The RFC 5322 message of `POST /v1/messages`, built from its JSON with the stdlib email package.
+"""The RFC 5322 message of `POST /v1/messages`, built from its JSON (the MIME text: mime.py).
 
 Every problem names the JSON field (`to[1]`, `attachments[0].content`) so that a developer fixes a
 request without reading our logs. Header values never carry CR or LF (no header injection), only
@@ -12,13 +12,14 @@ import binascii
 import email.policy
 import email.utils
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any
 
-from relayguard.parsing.rfc5322 import HeaderViolation, parse_mailbox_field
+from relayguard.parsing.rfc5322 import HeaderViolation, Mailbox, parse_mailbox_field
+from relayguard.services.api import mime
 from relayguard.services.api.errors import ApiError, bad_field
 
 MAX_RECIPIENTS = 100
@@ -57,27 +58,36 @@ def compose(body: object, allowed_headers: frozenset[str], now: float) -> Outgoi
     if text is None and html is None:
         raise bad_field("text", "give text, html or both")
 
-    message = EmailMessage(policy=email.policy.SMTP)
-    message["From"] = sender
-    for name, group in (("To", to), ("Cc", cc)):
+    reply_to = _mailboxes(body, "reply_to")
+    subject = _header_text(body.get("subject", ""), "subject")
+    custom = _custom_headers(body.get("headers"), allowed_headers)
+    attachments = [
+        _attachment(item, f"attachments[{index}]")
+        for index, item in enumerate(_list(body.get("attachments"), "attachments"))
+    ]
+    message_id = new_message_id(sender.domain, now)
+    header = [mime.field("From", mime.mailbox(sender))]
+    for name, group in (("To", to), ("Cc", cc), ("Reply-To", reply_to)):
         if group:
-            message[name] = group
-    if body.get("reply_to") is not None:
-        message["Reply-To"] = _mailboxes(body, "reply_to")
-    message["Subject"] = _header_text(body.get("subject", ""), "subject")
-    message["Date"] = email.utils.formatdate(now, localtime=False)
-    message_id = email.utils.make_msgid(domain=sender.domain or None)
-    message["Message-ID"] = message_id
-    _custom_headers(message, body.get("headers"), allowed_headers)
-    _content(message, text, html)
-    for index, item in enumerate(_list(body.get("attachments"), "attachments")):
-        _attach(message, item, f"attachments[{index}]")
+            header.append(mime.field(name, mime.mailbox_list(group)))
+    header += [
+        mime.field("Subject", mime.unstructured(subject)),
+        f"Date: {email.utils.formatdate(now, localtime=False)}\r\n",
+        f"Message-ID: {message_id}\r\n",
+        *(mime.field(name, mime.unstructured(value)) for name, value in custom),
+    ]
+    content = _content(text, html, attachments)
     return Outgoing(
-        mail_from=sender.addr_spec,
-        recipients=tuple(a.addr_spec for a in recipients),
-        data=message.as_bytes(),
+        mail_from=sender.address,
+        recipients=tuple(box.address for box in recipients),
+        data=mime.message("".join(header), content),
         message_id=message_id,
     )
+
+
+def new_message_id(domain: str, now: float) -> str:
+    """RFC 5322 §3.6.4: unique by the time and 96 random bits, on the sender's domain."""
+    return f"<{int(now * 1000):x}.{secrets.token_hex(12)}@{domain}>"
 
 
 def _list(value: object, field: str) -> Sequence[Any]:
@@ -88,26 +98,27 @@ def _list(value: object, field: str) -> Sequence[Any]:
     return value
 
 
-def _mailbox(value: object, field: str) -> Address:
+def _mailbox(value: object, field: str) -> Mailbox:
     """One mailbox: 'addr@example.com' or 'Name <addr@example.com>', by the same strict parser
-    the milter applies to From (parsing/rfc5322.py)."""
+    the milter applies to From (parsing/rfc5322.py). ASCII addresses only: the hand-off does not
+    ask Postfix for SMTPUTF8 (RFC 6531)."""
     if not isinstance(value, str) or not value.strip():
         raise bad_field(field, "must be a mailbox such as 'Name <user@example.com>'")
     if CONTROL.search(value):
         raise bad_field(field, "control characters (CR, LF …) are not allowed")
+    _check_unicode(value, field)
     try:
         mailbox = parse_mailbox_field(value.encode("utf-8"), field)
     except HeaderViolation as exc:
         raise bad_field(
             field, f"{exc.reason} (one mailbox such as 'Name <user@example.com>')"
         ) from None
-    try:
-        return Address(mailbox.display_name, mailbox.local_part, mailbox.domain)
-    except (ValueError, IndexError) as exc:
-        raise bad_field(field, str(exc)) from None
+    if not mailbox.address.isascii():
+        raise bad_field(field, "non-ASCII addresses (SMTPUTF8) are not supported")
+    return mailbox
 
 
-def _mailboxes(body: Mapping[str, Any], field: str) -> list[Address]:
+def _mailboxes(body: Mapping[str, Any], field: str) -> list[Mailbox]:
     value = body.get(field)
     if isinstance(value, str):
         return [_mailbox(value, field)]
@@ -118,7 +129,17 @@ def _text(body: Mapping[str, Any], field: str) -> str | None:
     value = body.get(field)
     if value is not None and not isinstance(value, str):
         raise bad_field(field, "must be a string")
+    if value is not None:
+        _check_unicode(value, field)
     return value
+
+
+def _check_unicode(value: str, field: str) -> None:
+    """JSON can carry lone surrogates ("\\ud800"), which no charset can write."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_field(field, "not valid Unicode (a lone surrogate)") from None
 
 
 def _header_text(value: object, field: str) -> str:
@@ -126,34 +147,43 @@ def _header_text(value: object, field: str) -> str:
         raise bad_field(field, "must be a string")
     if CONTROL.search(value):
         raise bad_field(field, "control characters (CR, LF …) are not allowed")
+    _check_unicode(value, field)
     return value
 
 
-def _custom_headers(message: EmailMessage, value: object, allowed: frozenset[str]) -> None:
+def _custom_headers(value: object, allowed: frozenset[str]) -> list[tuple[str, str]]:
+    """The allow-listed custom headers; a name is an RFC 5322 field name because [api] headers
+    only lists such names (config/api.py)."""
     if value is None:
-        return
+        return []
     if not isinstance(value, Mapping):
         raise bad_field("headers", "must be an object of header name to value")
+    headers = []
     for name, text in value.items():
         field = f"headers.{name}"
         if name.lower() not in allowed:
             raise bad_field(field, "not an allowed custom header ([api] headers)")
-        message[name] = _header_text(text, field)
+        headers.append((name, _header_text(text, field)))
+    return headers
 
 
-def _content(message: EmailMessage, text: str | None, html: str | None) -> None:
-    if text is not None:
-        message.set_content(text)
-        if html is not None:
-            message.add_alternative(html, subtype="html")
-    elif html is not None:
-        message.set_content(html, subtype="html")
+def _content(text: str | None, html: str | None, attachments: list[mime.Attachment]) -> mime.Part:
+    """text, html or both (multipart/alternative, RFC 2046 §5.1.4), then the attachments
+    (multipart/mixed)."""
+    parts = [
+        mime.text_part(t, kind) for t, kind in ((text, "plain"), (html, "html")) if t is not None
+    ]
+    content = parts[0] if len(parts) == 1 else mime.multipart("alternative", parts)
+    if not attachments:
+        return content
+    return mime.multipart("mixed", [content, *map(mime.attachment_part, attachments)])
 
 
-def _attach(message: EmailMessage, item: object, field: str) -> None:
+def _attachment(item: object, field: str) -> mime.Attachment:
     if not isinstance(item, Mapping):
         raise bad_field(field, "must be an object with filename, content_type and content")
-    filename = _header_text(item.get("filename"), f"{field}.filename")
+    # Readers strip the ends of a file name (Python's get_filename does): so do we.
+    filename = _header_text(item.get("filename"), f"{field}.filename").strip()
     if not filename:
         raise bad_field(f"{field}.filename", "must not be empty")
     content_type = item.get("content_type", "application/octet-stream")
@@ -169,7 +199,7 @@ def _attach(message: EmailMessage, item: object, field: str) -> None:
     maintype, subtype = content_type.lower().split("/", 1)
     if maintype in ("multipart", "message"):
         raise bad_field(f"{field}.content_type", "multipart and message types are not attachments")
-    message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return mime.Attachment(filename, f"{maintype}/{subtype}", data)
 
 
 def parse_raw(data: bytes, mail_from: str, recipients: Sequence[str], now: float) -> Outgoing:
@@ -190,9 +220,9 @@ def parse_raw(data: bytes, mail_from: str, recipients: Sequence[str], now: float
         raise bad_field("rcpt", f"at most {MAX_RECIPIENTS} recipients")
     message_id = str(parsed.get("Message-ID", "")).strip()
     if not message_id:
-        message_id = email.utils.make_msgid(domain=sender.domain or None)
+        message_id = new_message_id(sender.domain, now)
         data = f"Message-ID: {message_id}\r\n".encode() + data
-    return Outgoing(sender.addr_spec, tuple(t.addr_spec for t in targets), data, message_id)
+    return Outgoing(sender.address, tuple(t.address for t in targets), data, message_id)
 
 
 def _header_end(data: bytes) -> int:
@@ -200,7 +230,7 @@ def _header_end(data: bytes) -> int:
     return min(found) if found else -1
 
 
-def _raw_from(parsed: EmailMessage) -> Address:
+def _raw_from(parsed: EmailMessage) -> Mailbox:
     values = parsed.get_all("From") or []
     if len(values) != 1:
         raise bad_field("From", "the message needs exactly one From field (or give mail_from)")

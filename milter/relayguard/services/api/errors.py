@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from relayguard.core.errors import RelayguardError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False)
 class ApiError(RelayguardError):
-    """Answered as {"error": {"status", "field", "reason"}}; `retry_after` adds Retry-After."""
+    """Answered as {"error": {"status", "field", "reason"}}; `retry_after` adds Retry-After.
+
+    Not frozen: contextlib sets `__traceback__` on an exception leaving a `with` block, which a
+    frozen dataclass refuses (a TypeError instead of the answer). Compared by identity."""
 
     status: int
     reason: str

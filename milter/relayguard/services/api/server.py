@@ -8,7 +8,7 @@ from pathlib import Path
 from relayguard.config import load_config
 from relayguard.services.api.app import SendApi
 from relayguard.services.api.handoff import Handoff, Relay
-from relayguard.services.http import Listener, listener_problem, serve_asgi
+from relayguard.services.http import Listener, listener_problem, reload_on_sighup, serve_asgi
 from relayguard.state.factory import open_store
 
 
@@ -19,7 +19,7 @@ def read_password(path: Path) -> str:
 
 
 def serve(config_path: str) -> int:
-    config = load_config(config_path)
+    config = load_config(config_path, signing_keys=False)  # the milter signs, not the API
     settings = config.api
     if settings is None or config.state is None:
         print("relayguard api serve: the config needs [api] and [state]", file=sys.stderr)
@@ -46,5 +46,6 @@ def serve(config_path: str) -> int:
         settings.connections,
     )
     api = SendApi(config, open_store(config.state), Handoff(relay))
+    reload_on_sighup(config_path, api.reload)
     serve_asgi(api.app(), listener)
     return 0
