@@ -3,9 +3,12 @@
 Writes LINES generated audit lines (decisions shaped like engine/transaction.py's, a few admin
 lines, 30 days back to now), indexes them with the console's AuditIndex, runs a mix of searches
 the audit page offers and reports their percentiles, then measures how long a new line takes to
-become searchable while the console's follower thread polls the log.
+become searchable while the console's follower thread polls the log. The inventory and report
+pages are folded from the index (services/console/digests.py): the bench times that fold once,
+then each page's server time; `--compare-cli` also times the CLI's read of the whole log, which
+those pages did on every request before.
 
-    .venv/bin/python bench/console_bench.py --lines 1000000 [--keep DIR]
+    .venv/bin/python bench/console_bench.py --lines 1000000 [--keep DIR] [--compare-cli]
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
+from relayguard.cli.inventory import InventoryView, inventory
+from relayguard.cli.report import ReportView, build, format_html
 from relayguard.config import load_config
 from relayguard.services.console.accounts import Accounts
 from relayguard.services.console.app import Console, Extras
 from relayguard.services.console.audit_index import AuditIndex, Query
+from relayguard.services.console.digests import Digests
 from relayguard.services.console.follower import Follower
 
 SOURCES = [f"device-{n:02d}" for n in range(40)] + ["erp", "crm", "monitoring", "printer"]
@@ -138,16 +144,25 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def measure_lag(index: AuditIndex, log: Path, poll: float, tries: int = 10) -> list[float]:
-    """Seconds from a line's write to the line being found, while the follower polls."""
-    follower = Follower(index, poll)
+def measure_lag(
+    index: AuditIndex,
+    log: Path,
+    poll: float,
+    *,
+    tries: int = 10,
+    after: Any = None,
+    serial: int = 0,
+) -> list[float]:
+    """Seconds from a line's write to the line being found, while the follower polls (and, with
+    `after`, folds the digests after each update as the console's does)."""
+    follower = Follower(index, poll, after)
     follower.start()
     lags = []
     try:
         rng = random.Random(7)  # noqa: S311
         for n in range(tries):
             time.sleep(rng.random() * poll)
-            record = decision(rng, time.time(), 10**9 + n)
+            record = decision(rng, time.time(), 10**9 + serial + n)  # a queue id not seen yet
             written = time.monotonic()
             with log.open("a", encoding="utf-8") as out:
                 out.write(json.dumps(record) + "\n")
@@ -175,15 +190,23 @@ def page_times(directory: Path, index: AuditIndex, repeats: int = 20) -> dict[st
     """Median server time (ms) of each page, logged in, over the generated index."""
     sources = "\n".join(
         f'[[sources]]\nname = "{s}"\nsasl_users = ["{s}"]\nsenders = ["{s}@example.com"]'
+        "\nrate_limits = { messages_per_hour = 1000, recipients_per_day = 20000 }"
         for s in SOURCES
     )
     (directory / "relayguard.toml").write_text(CONFIG.format(dir=directory, sources=sources))
     config = load_config(directory / "relayguard.toml")
     assert config.console is not None
     Accounts(config.console.accounts_file).add("bench", "viewer", "bench password 123")
-    console = Console(config, config.console, index, Extras(), _EmptyHold())  # type: ignore[arg-type]
+    extras = Extras(InventoryView, ReportView)
+    console = Console(config, config.console, index, extras, _EmptyHold())  # type: ignore[arg-type]
+    assert console.digests is not None
+    started = time.monotonic()
+    folded = console.digests.refresh()  # what the follower does at start
+    print(f"folded {folded} rows into the inventory and report in"
+          f" {time.monotonic() - started:.1f} s")  # fmt: skip
     search = "/audit?recipient=customer.test&outcome=reject"
-    pages = ["/", "/sources", f"/sources/{SOURCES[0]}", "/audit", search, "/quarantine"]
+    pages = ["/", "/sources", f"/sources/{SOURCES[0]}", "/audit", search, "/quarantine",
+             "/inventory", "/report"]  # fmt: skip
     times: dict[str, float] = {}
     with TestClient(console.app(), base_url="http://127.0.0.1") as client:
         form = client.get("/login").text
@@ -201,6 +224,14 @@ def page_times(directory: Path, index: AuditIndex, repeats: int = 20) -> dict[st
     return times
 
 
+def compare_cli(log: Path) -> None:
+    """What the inventory and report pages cost before: the CLI reading the whole log."""
+    for name, run in (("inventory", inventory), ("report", lambda p: format_html(build(p)))):
+        started = time.monotonic()
+        run(log)
+        print(f"  the CLI's {name} over the whole log: {time.monotonic() - started:.1f} s")
+
+
 class _EmptyHold:
     def held(self) -> list[Any]:
         return []
@@ -211,6 +242,9 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--poll", type=float, default=1.0, help="the follower's poll interval")
     parser.add_argument("--keep", type=Path, help="keep the log and index in this directory")
+    parser.add_argument(
+        "--compare-cli", action="store_true", help="also time the CLI's whole-log inventory, report"
+    )
     args = parser.parse_args()
     directory = args.keep or Path(tempfile.mkdtemp(prefix="console-bench-"))
     directory.mkdir(parents=True, exist_ok=True)
@@ -239,9 +273,15 @@ def main() -> None:
                   f"  p95 {percentile(values, 95):7.1f} ms")  # fmt: skip
         for page, ms in page_times(directory, index).items():
             print(f"  page {page:48} server time median {ms:6.1f} ms")
+        if args.compare_cli:
+            compare_cli(log)
         lags = measure_lag(index, log, args.poll)
         print(f"index lag (poll {args.poll:g} s): median {statistics.median(lags):.2f} s,"
               f" max {max(lags):.2f} s")  # fmt: skip
+        cold = Digests(index, {"inventory": InventoryView(log), "report": ReportView(log)})
+        lags = measure_lag(index, log, args.poll, after=cold.refresh_one_batch, serial=1000)
+        print(f"index lag while the follower folds cold digests (a console start):"
+              f" median {statistics.median(lags):.2f} s, max {max(lags):.2f} s")  # fmt: skip
         index.close()
     finally:
         if args.keep is None:

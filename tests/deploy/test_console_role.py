@@ -62,6 +62,7 @@ def test_enabled_renders_the_table_and_a_hardened_unit(tmp_path: Path) -> None:
         "state_directory": "/var/lib/relayguard/console",
         "postfix_config": "/etc/postfix",
         "session_minutes": 480,
+        "quarantine_helper": "/run/relayguard-quarantine/helper.sock",
     }
     unit = (tmp_path / "relayguard-console.service").read_text()
     for line in (
@@ -72,6 +73,21 @@ def test_enabled_renders_the_table_and_a_hardened_unit(tmp_path: Path) -> None:
         f"ExecStart={VENV}/bin/relayguard console serve --config {tmp_path}/relayguard.toml",
     ):
         assert line in unit, line
+    assert "Verify the unit of relayguard-quarantine-helper" in run.stdout
+    helper = (tmp_path / "relayguard-quarantine-helper.service").read_text()
+    for line in (
+        "User=root",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE"
+        " CAP_DAC_READ_SEARCH\n",
+        "RestrictAddressFamilies=AF_UNIX\n",
+        "ReadWritePaths=/var/spool/postfix\n",
+        "RuntimeDirectory=relayguard-quarantine\n",
+        f"ExecStart={VENV}/bin/relayguard quarantine-helper --socket"
+        " /run/relayguard-quarantine/helper.sock --socket-group relayguard-console"
+        " --postfix-config /etc/postfix\n",
+    ):
+        assert line in helper, line
 
 
 def test_off_loopback_without_tls_is_refused(tmp_path: Path) -> None:

@@ -158,6 +158,17 @@ def body(driver: WebDriver) -> str:
     return str(driver.find_element(By.TAG_NAME, "body").text)
 
 
+# Cells of the audit table's first columns (time, source, outcome) whose text takes more than one
+# line: short words must never be broken ("quaranti/ne"), the time never wrapped.
+WRAPPED_CELLS = """
+return [...document.querySelectorAll('table.audit tbody td:nth-child(-n+3)')].filter(td => {
+  const range = document.createRange();
+  range.selectNodeContents(td);
+  return td.textContent.trim() !== '' && range.getClientRects().length > 1;
+}).map(td => td.textContent);
+"""
+
+
 def send_mail(stack: RelayStack) -> None:
     """One message held by the YARA rule, two delivered ones."""
     held = make_message("held by yara", sender="scanner@example.com", body="RELAYGUARD-TEST-HOLD\n")
@@ -193,6 +204,8 @@ def test_console_in_chromium(
     assert wait_until(found, 15, interval=0.5)
     assert "carol@example.com" in body(browser) and "bob@example.com" not in body(browser)
     browser.get(f"{console_url}/audit")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "table.audit tbody tr")) >= 4
+    assert browser.execute_script(WRAPPED_CELLS) == []
     shoot(browser, "audit")
 
     # Release the held message: it arrives at the sink.
@@ -207,6 +220,7 @@ def test_console_in_chromium(
 
     # The kill switch: the source's next transaction is refused with the operator's reason.
     follow(browser, "Sources")
+    assert "3/100 messages/hour" in body(browser)  # the three messages sent, counted by the milter
     shoot(browser, "sources")
     follow(browser, "printer")
     shoot(browser, "source")

@@ -8,10 +8,15 @@ transaction at MAIL FROM. Both actions are audit lines with the operator's name.
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -21,7 +26,7 @@ from relayguard.services.console.app import Console
 from relayguard.services.console.audit_index import AuditIndex
 from tests.e2e.conftest import DEVICE_USER, StackFactory
 from tests.support.milter_process import MilterProcess
-from tests.support.stack import RelayStack, make_dir, make_message, wait_until
+from tests.support.stack import LOOPBACK, RelayStack, free_ports, make_dir, make_message, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -52,6 +57,7 @@ postfix_config = "{postfix}"
 name = "printer"
 sasl_users = ["{user}"]
 senders = ["scanner@example.com"]
+rate_limits = {{ messages_per_hour = 100 }}
 """
 
 
@@ -125,3 +131,106 @@ def test_release_from_the_console_delivers_and_the_kill_switch_refuses(
     assert ("quarantine_released", "console:alice") in acts
     assert ("source_disabled", "console:alice") in acts
     index.close()
+
+
+def as_nobody(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """`command` as user nobody, group nogroup, no supplementary group (setpriv, no shell)."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def give_to_nobody(*paths: Path) -> None:
+    nobody = pwd.getpwnam("nobody")
+    for path in paths:
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+
+
+def test_an_unprivileged_console_releases_through_the_root_helper(
+    relay: tuple[RelayStack, Path],
+) -> None:
+    """The appliance's shape: the console as an ordinary user (here nobody), Postfix's tools
+    run by `relayguard quarantine-helper` as root; a held message released from the console's
+    page reaches the sink, and the helper logged who asked."""
+    stack, config_path = relay
+    held = make_message("held for the helper", sender="scanner@example.com",
+                        body="RELAYGUARD-TEST-HOLD\n")  # fmt: skip
+    with stack.submission() as smtp:
+        smtp.send_message(held, to_addrs=["alice@example.com"])
+    queue_id = str(stack.postfix.queue()[0]["queue_id"])
+
+    directory = config_path.parent
+    helper_socket = directory / "helper" / "helper.sock"
+    (port,) = free_ports(1)
+    text = config_path.read_text().replace(
+        "[console]\n", f'[console]\nport = {port}\nquarantine_helper = "{helper_socket}"\n'
+    )
+    config_path.write_text(text)
+    config = load_config(config_path)
+    assert config.console is not None and config.relay.audit_log is not None
+    config.console.state_directory.mkdir(mode=0o700, exist_ok=True)
+    Accounts(config.console.accounts_file).add("alice", "operator", PASSWORD)
+    give_to_nobody(config.console.state_directory, config.console.accounts_file)
+    config.relay.audit_log.chmod(0o666)  # the console appends its admin lines
+
+    helper_command = [sys.executable, "-m", "relayguard.cli", "quarantine-helper",
+                      "--socket", str(helper_socket), "--socket-group", "nogroup",
+                      "--postfix-config", str(stack.postfix.config_directory)]  # fmt: skip
+    helper_log = directory / "helper.log"
+    with helper_log.open("wb") as out:
+        helper = subprocess.Popen(helper_command, stdout=out, stderr=subprocess.STDOUT)
+    console = as_nobody(
+        [sys.executable, "-m", "relayguard.cli", "console", "serve", "--config", str(config_path)],
+        directory / "console.log",
+    )
+    url = f"http://{LOOPBACK}:{port}"
+    try:
+        assert wait_until(lambda: helper_socket.exists() and _answers(url), 30), (
+            directory / "console.log"
+        ).read_text() + helper_log.read_text()
+        assert oct(helper_socket.stat().st_mode & 0o777) == "0o660"
+        assert _uid(console.pid) == pwd.getpwnam("nobody").pw_uid
+        with httpx.Client(base_url=url, timeout=60) as client:
+            client.post("/login", data={"user": "alice", "password": PASSWORD,
+                                        "csrf": token(client.get("/login").text)})  # fmt: skip
+            listing = client.get("/quarantine")
+            assert listing.status_code == 200 and queue_id in listing.text
+            shown = client.get(f"/quarantine/{queue_id}")
+            assert shown.status_code == 200 and "RELAYGUARD-TEST-HOLD" in shown.text
+            released = client.post(
+                f"/quarantine/{queue_id}/release",
+                data={"csrf": token(shown.text), "confirm": "yes"},
+            )
+            assert released.status_code == 303, released.text
+        assert wait_until(
+            lambda: any(m.subject == "held for the helper" for m in stack.sink.messages), 20
+        )
+    finally:
+        for process in (console, helper):
+            process.terminate()
+            process.wait(10)
+    assert f"release {queue_id} from uid {pwd.getpwnam('nobody').pw_uid}: ok" in (
+        helper_log.read_text()
+    )
+    assert not helper_socket.exists()  # removed on SIGTERM
+    lines = [json.loads(x) for x in config.relay.audit_log.read_text().splitlines()]
+    assert {
+        "event": "quarantine_released",
+        "actor": "console:alice",
+        "queue_id": queue_id,
+    }.items() <= (next(x for x in lines if x.get("event") == "quarantine_released").items())
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/login", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _uid(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])

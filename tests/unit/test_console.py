@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from relayguard.cli.inventory import inventory
-from relayguard.cli.report import build, format_html
+from relayguard.cli.inventory import InventoryView, inventory
+from relayguard.cli.report import ReportView, build, format_html
 from relayguard.config import load_config
 from relayguard.core.audit_record import CheckEntry, DecisionRecord
 from relayguard.core.verdict import Action, Mode
@@ -179,7 +179,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
     index = AuditIndex(config.console.index_path, tmp_path / "audit.jsonl")
     index.update()
     hold = FakeHold({"4QHOSTILE1": HOSTILE, "4QPLAIN01": b"Subject: hi\r\n\r\nhello\r\n"})
-    extras = Extras(inventory, lambda path: format_html(build(path)))
+    extras = Extras(InventoryView, ReportView)
     console = Console(config, config.console, index, extras, hold)  # type: ignore[arg-type]
     with TestClient(console.app(), base_url="http://127.0.0.1") as client:
         yield Site(client, console, tmp_path, hold)
@@ -245,6 +245,24 @@ def test_wrong_passwords_lock_the_account_even_for_the_right_one(site: Site) -> 
     assert site.login("alice", PASSWORD) == 429
     assert site.admin("console_lockout")[0]["user"] == "alice"
     assert site.admin("console_login") == []
+
+
+def test_each_failed_login_is_audited_with_the_name_typed_never_the_password(site: Site) -> None:
+    secret = "Tr0ub4dor&3-typed-by-mistake"
+    assert site.login("alice", secret) == 401
+    typed = "mallory\n" + "x" * 300
+    assert site.login(typed, secret) == 401
+    failed = site.admin("console_login_failed")
+    assert (failed[0]["user"], failed[0]["client"], failed[0]["reason"]) == (
+        "alice", "testclient", "wrong name or password",
+    )  # fmt: skip
+    user = str(failed[1]["user"])
+    assert user.startswith("mallory\\n" + "x" * 55) and "[clipped" in user and "\n" not in user
+    assert secret not in (site.directory / "audit.jsonl").read_text()
+    assert site.login("alice", secret) == 401  # the third: alice is locked out
+    assert site.login("alice", PASSWORD) == 429  # refused while locked: audited too
+    reasons = [f["reason"] for f in site.admin("console_login_failed")]
+    assert reasons == ["wrong name or password"] * 3 + ["locked out"]
 
 
 def test_login_without_the_form_token_is_refused(site: Site) -> None:
@@ -355,6 +373,43 @@ def test_the_index_follows_new_lines(site: Site) -> None:
         "user1234@customer.test"
         in site.client.get("/audit", params={"queue_id": "4QTEST1234"}).text
     )
+
+
+def test_inventory_and_report_are_the_cli_s_own_output_folded_from_the_index(site: Site) -> None:
+    log = site.directory / "audit.jsonl"
+    assert site.console.digests is not None
+    assert site.console.digests.render("inventory") == inventory(log)
+    assert site.console.digests.render("report") == format_html(build(log))
+
+
+def test_the_follower_folds_one_batch_per_tick_and_a_page_the_rest(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relayguard.services.console import digests
+
+    monkeypatch.setattr(digests, "BATCH", 20)
+    assert site.console.digests is not None
+    fresh = digests.Digests(site.console.digests.index, {"inventory": InventoryView(Path("x"))})
+    assert fresh.refresh_one_batch() == 20  # a tick never folds a whole backlog
+    assert fresh.refresh() == 41 and fresh.refresh() == 0
+    assert "61 decision(s)" in fresh.render("inventory")
+
+
+def test_inventory_and_report_pages_come_from_the_index_not_the_log(site: Site) -> None:
+    site.login()
+    log = site.directory / "audit.jsonl"
+    log.rename(site.directory / "audit.jsonl.1")  # rotated: the log itself is empty now
+    log.touch()
+    assert "printer-1" in site.client.get("/inventory").text
+    assert ">61<" in site.client.get("/report").text.replace(" ", "")  # decisions counted
+    newcomer = replace(decision(5000), sasl_user="newcomer-7", queue_id="4QNEW00001")
+    write_lines(log, [newcomer])
+    assert "newcomer-7" not in site.client.get("/inventory").text
+    assert site.console.index is not None
+    site.console.index.update()  # the follower thread does this, then refreshes the digests
+    page = site.client.get("/inventory").text
+    assert "newcomer-7" in page and "printer-1" in page and "62 decision(s)" in page
+    assert ">62<" in site.client.get("/report").text.replace(" ", "")
 
 
 def test_hostile_held_message_is_shown_escaped_and_bounded(site: Site) -> None:

@@ -24,6 +24,14 @@ from relayguard.state.factory import store_for
 NAME = "rate_limit"
 
 
+def rate_counters(
+    source: str, kind: str, limits: tuple[tuple[str, int, int], ...]
+) -> list[tuple[str, int, float]]:
+    """The state store's (key, limit, window) counters of a source's `kind` limits (the console
+    reads the same counters)."""
+    return [(f"{source}:{kind}:{unit}", limit, window) for unit, window, limit in limits]
+
+
 class RateLimit:
     def __init__(
         self,
@@ -54,9 +62,7 @@ class RateLimit:
             return Verdict(NAME, Action.ACCEPT, f"no {kind} limit")
         if subject.dry_run:
             return Verdict(NAME, Action.ACCEPT, f"dry run: {kind} not counted against the limit")
-        counters = [
-            (f"{source.name}:{kind}:{unit}", limit, window) for unit, window, limit in limits
-        ]
+        counters = rate_counters(source.name, kind, limits)
         try:
             usages = self.store.consume_many(counters, amount, self.clock())
         except StateUnavailable as exc:

@@ -62,6 +62,11 @@ COMMANDS = (
     ),
     Command("report", "volume, refusals, rules, DKIM from an audit log", "relayguard.cli.report"),
     Command("quarantine", "messages held by the quarantine action", "relayguard.cli.quarantine"),
+    Command(
+        "quarantine-helper",
+        "the console's root hold-queue service",
+        "relayguard.cli.quarantine_helper",
+    ),
     Command("rules", "check and test YARA rules and DLP detectors", "relayguard.cli.rules"),
     Command("console", "the operator console and its accounts", "relayguard.cli.console"),
     Command("api", "the HTTP send API: serve, tokens", "relayguard.cli.api"),

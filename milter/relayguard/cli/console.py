@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from pathlib import Path
 
 from relayguard.cli import EXIT_OK, EXIT_USAGE, add_config_arg
-from relayguard.cli.inventory import inventory
-from relayguard.cli.report import build, format_html
+from relayguard.cli.inventory import InventoryView
+from relayguard.cli.report import ReportView
 from relayguard.cli.sources import invoking_user
 from relayguard.config import Config, load_config
 from relayguard.config.console import ConsoleSettings
@@ -49,12 +48,8 @@ def settings_of(config: Config) -> ConsoleSettings:
     return config.console
 
 
-def _report_html(path: Path) -> str:
-    return format_html(build(path))
-
-
 def _serve(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, signing_keys=False)  # its own user; it signs nothing
     try:
         settings = settings_of(config)
     except AdminError as exc:
@@ -63,7 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings.state_directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     audit_log = config.relay.audit_log
     index = AuditIndex(settings.index_path, audit_log) if audit_log else None
-    console = Console(config, settings, index, Extras(inventory, _report_html))
+    console = Console(config, settings, index, Extras(InventoryView, ReportView))
     serve_asgi(console.app(), console.listener)
     return EXIT_OK
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from relayguard.config import SOURCE_NAME
-from relayguard.core.audit_record import DecisionRecord
+from relayguard.core.audit_record import AuditRecord, DecisionRecord
 from relayguard.core.safe_text import UNSAFE, printable
 from relayguard.engine.audit_reader import parse_since, read_audit
 from relayguard.parsing.identities import parse_identity
@@ -59,37 +59,42 @@ def identity_of(record: DecisionRecord) -> tuple[str, str] | None:
 def collect(records: list[DecisionRecord]) -> list[Flow]:
     flows: dict[tuple[str, str], Flow] = {}
     for record in records:
-        key = identity_of(record)
-        if key is None:
-            continue
-        flow = flows.setdefault(key, Flow(*key))
-        n = record.attempts
-        flow.decisions += n
-        flow.first = min(flow.first or record.time, record.time)
-        flow.last = max(flow.last, record.time)
-        if record.source:
-            flow.registered[record.source] += 1
-        if record.stage == "end":
-            flow.messages += 1
-            flow.size += record.size or 0
-        if record.mail_from:
-            flow.envelope_senders[record.mail_from] += 1
-        if record.from_header:
-            try:
-                mailbox = parse_mailbox_field(record.from_header.encode("utf-8"))
-                flow.from_addresses[mailbox.address] += 1
-            except HeaderViolation as exc:
-                flow.unusable[f"From header refused: {exc.reason}"] += 1
-        for recipient in record.recipients:
-            flow.recipient_domains[ascii_lower(recipient.rpartition("@")[2])] += 1
-        if record.outcome != "accept":
-            # Every refusing check, not only the deciding one: all must be fixed before enforce.
-            refusing = record.refusing_checks()
-            for check in refusing:
-                flow.refusals[f"{check.name}: {check.reason}"] += n
-            if not refusing:
-                flow.refusals[f"{record.outcome}: no check recorded"] += n
+        add_decision(flows, record)
     return sorted(flows.values(), key=lambda f: (f.kind, f.identity))
+
+
+def add_decision(flows: dict[tuple[str, str], Flow], record: DecisionRecord) -> None:
+    """Count one decision into the flow of its client identity."""
+    key = identity_of(record)
+    if key is None:
+        return
+    flow = flows.setdefault(key, Flow(*key))
+    n = record.attempts
+    flow.decisions += n
+    flow.first = min(flow.first or record.time, record.time)
+    flow.last = max(flow.last, record.time)
+    if record.source:
+        flow.registered[record.source] += 1
+    if record.stage == "end":
+        flow.messages += 1
+        flow.size += record.size or 0
+    if record.mail_from:
+        flow.envelope_senders[record.mail_from] += 1
+    if record.from_header:
+        try:
+            mailbox = parse_mailbox_field(record.from_header.encode("utf-8"))
+            flow.from_addresses[mailbox.address] += 1
+        except HeaderViolation as exc:
+            flow.unusable[f"From header refused: {exc.reason}"] += 1
+    for recipient in record.recipients:
+        flow.recipient_domains[ascii_lower(recipient.rpartition("@")[2])] += 1
+    if record.outcome != "accept":
+        # Every refusing check, not only the deciding one: all must be fixed before enforce.
+        refusing = record.refusing_checks()
+        for check in refusing:
+            flow.refusals[f"{check.name}: {check.reason}"] += n
+        if not refusing:
+            flow.refusals[f"{record.outcome}: no check recorded"] += n
 
 
 def _name_for(flow: Flow, taken: set[str]) -> str:
@@ -197,15 +202,37 @@ def inventory(path: Path, since: str | None = None) -> str:
     records = read_audit(path, parse_since(since) if since else None)
     flows = collect(records.decisions)
     decisions = sum(r.attempts for r in records.decisions)  # a counted line stands for `count`
-    header = (
+    return propose(flows, _header(path, since, decisions, len(flows), records.unreadable))
+
+
+def _header(path: Path, since: str | None, decisions: int, flows: int, unreadable: int) -> str:
+    return (
         f"relayguard inventory of {path}"
         + (f" since {since}" if since else "")
-        + f": {decisions} decision(s) from {len(flows)} client identit(y/ies)"
-        + (f"; {records.unreadable} unreadable line(s) skipped" if records.unreadable else "")
+        + f": {decisions} decision(s) from {flows} client identit(y/ies)"
+        + (f"; {unreadable} unreadable line(s) skipped" if unreadable else "")
         + "\nProposed sources: review each block, then add it to relayguard.toml."
         + "\nEach allows exactly the senders and the recipient domains that were seen."
     )
-    return propose(flows, header)
+
+
+class InventoryView:
+    """The inventory of a whole log, one record at a time: the console keeps one current from
+    its audit index instead of reading the log again for every page."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.flows: dict[tuple[str, str], Flow] = {}
+        self.decisions = 0
+
+    def add(self, record: AuditRecord) -> None:
+        if isinstance(record, DecisionRecord):
+            add_decision(self.flows, record)
+            self.decisions += record.attempts
+
+    def render(self) -> str:
+        flows = sorted(self.flows.values(), key=lambda f: (f.kind, f.identity))
+        return propose(flows, _header(self.path, None, self.decisions, len(flows), 0))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from relayguard.core.audit_record import (
     AdminRecord,
+    AuditRecord,
     CheckEntry,
+    DecisionRecord,
     dkim_algorithms,
     fact_counts,
     fact_names,
@@ -61,43 +63,70 @@ class Report:
 
 def build(path: Path, since: str | None = None) -> Report:
     records = read_audit(path, parse_since(since) if since else None)
-    # Acts on a source (the kill switch and its kin); console logins and the like are not news here.
-    source_acts = [a for a in records.admin if a.source]
-    report = Report(path, since, admin=source_acts, unreadable=records.unreadable)
+    report = Report(path, since, unreadable=records.unreadable)
+    for admin in records.admin:
+        add_admin(report, admin)
     for record in records.decisions:
-        n = record.attempts
-        report.decisions += n
-        when = record.time
-        report.first = min(report.first or when, when)
-        report.last = max(report.last, when)
-        report.outcomes[record.outcome] += n
-        volume = report.sources[record.source or "(no source)"]
-        volume.decisions += n
-        volume.size += record.size or 0
-        day = report.days[when[:10]]
-        if record.action in DELIVERED and record.stage == "end":
-            volume.delivered += 1
-            day["delivered"] += 1
-            report.delivered += 1
-            algorithms = {a for check in record.checks for a in dkim_algorithms(check)}
-            if algorithms:
-                report.signed += 1
-                report.dkim_algorithms.update(algorithms)
-        elif record.action >= Action.TEMPFAIL:
-            volume.refused += n
-            day["refused"] += n
-        if record.outcome.startswith("would_"):
-            volume.would_refuse += n
-            day["would refuse"] += n
-        check = record.deciding_check() if record.outcome != "accept" else None
-        if check is not None:
-            report.refusals[refusal_kind(check)] += n
-        for entry in record.checks:
-            if entry.error:
-                report.scanner_errors[entry.name] += n
-            elif entry.name.startswith(CONTENT_RULE_CHECKS) and entry.action is not Action.ACCEPT:
-                report.content_rules.update(dict.fromkeys(content_rules(entry), n))
+        add_decision(report, record)
     return report
+
+
+def add_admin(report: Report, record: AdminRecord) -> None:
+    # Acts on a source (the kill switch and its kin); console logins and the like are not news here.
+    if record.source:
+        report.admin.append(record)
+
+
+def add_decision(report: Report, record: DecisionRecord) -> None:
+    n = record.attempts
+    report.decisions += n
+    when = record.time
+    report.first = min(report.first or when, when)
+    report.last = max(report.last, when)
+    report.outcomes[record.outcome] += n
+    volume = report.sources[record.source or "(no source)"]
+    volume.decisions += n
+    volume.size += record.size or 0
+    day = report.days[when[:10]]
+    if record.action in DELIVERED and record.stage == "end":
+        volume.delivered += 1
+        day["delivered"] += 1
+        report.delivered += 1
+        algorithms = {a for check in record.checks for a in dkim_algorithms(check)}
+        if algorithms:
+            report.signed += 1
+            report.dkim_algorithms.update(algorithms)
+    elif record.action >= Action.TEMPFAIL:
+        volume.refused += n
+        day["refused"] += n
+    if record.outcome.startswith("would_"):
+        volume.would_refuse += n
+        day["would refuse"] += n
+    check = record.deciding_check() if record.outcome != "accept" else None
+    if check is not None:
+        report.refusals[refusal_kind(check)] += n
+    for entry in record.checks:
+        if entry.error:
+            report.scanner_errors[entry.name] += n
+        elif entry.name.startswith(CONTENT_RULE_CHECKS) and entry.action is not Action.ACCEPT:
+            report.content_rules.update(dict.fromkeys(content_rules(entry), n))
+
+
+class ReportView:
+    """The HTML report of a whole log, one record at a time: the console keeps one current from
+    its audit index instead of reading the log again for every page."""
+
+    def __init__(self, path: Path) -> None:
+        self.report = Report(path, None)
+
+    def add(self, record: AuditRecord) -> None:
+        if isinstance(record, DecisionRecord):
+            add_decision(self.report, record)
+        else:
+            add_admin(self.report, record)
+
+    def render(self) -> str:
+        return format_html(self.report)
 
 
 def refusal_kind(check: CheckEntry) -> str:

@@ -32,6 +32,9 @@ class ConsoleSettings:
     # The session signing key and the audit index live here (the console's user owns it).
     state_directory: Path = text("/var/lib/relayguard/console", parse=required_path)
     postfix_config: Path = text("/etc/postfix", parse=required_path)
+    # The root helper's socket (relayguard quarantine-helper): unset, the console runs Postfix's
+    # tools itself, which only works as root.
+    quarantine_helper: Path | None = text(None, parse=absolute_path)
     session_minutes: int = number(480, 5, 7 * 24 * 60)
     login_attempts: int = number(5, 1, 100)
     login_window_seconds: int = number(300, 10, 86_400)

@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from relayguard.core.errors import RelayguardError
 from relayguard.core.safe_text import printable
@@ -23,7 +23,9 @@ from relayguard.core.safe_text import printable
 POSTQUEUE = "/usr/sbin/postqueue"
 POSTSUPER = "/usr/sbin/postsuper"
 POSTCAT = "/usr/sbin/postcat"
-QUEUE_ID = re.compile(r"^[0-9A-Za-z]{5,32}$")
+# Both of Postfix's formats: short ids are hex digits, long ids (enable_long_queue_ids) letters and
+# digits. Matched whole (fullmatch: `$` would let a final newline through).
+QUEUE_ID = re.compile(r"[0-9A-Za-z]{5,32}")
 
 
 class QuarantineError(RelayguardError):
@@ -55,8 +57,9 @@ def _run_bytes(argv: list[str]) -> bytes:
     return result.stdout
 
 
-def _queue_id(text: str) -> str:
-    if not QUEUE_ID.match(text):
+def checked_queue_id(text: str) -> str:
+    """`text` when it can be a Postfix queue id: never an option, a path or a second word."""
+    if not QUEUE_ID.fullmatch(text):
         raise QuarantineError(f"{text!r} is not a Postfix queue id")
     return text
 
@@ -114,12 +117,12 @@ def audit_reasons(audit_log: Path | None, queue_ids: Iterable[str] | None = None
 
 def show(postfix_config: Path, queue_id: str, body: bool = False) -> str:
     flags = "-ehbq" if body else "-ehq"
-    return _run([POSTCAT, "-c", str(postfix_config), flags, _queue_id(queue_id)])
+    return _run([POSTCAT, "-c", str(postfix_config), flags, checked_queue_id(queue_id)])
 
 
 def message_bytes(postfix_config: Path, queue_id: str) -> bytes:
     """The held message as queued (header and body, bytes as they are), for the console's view."""
-    _require_held(postfix_config, _queue_id(queue_id))
+    _require_held(postfix_config, checked_queue_id(queue_id))
     return _run_bytes([POSTCAT, "-c", str(postfix_config), "-hbq", queue_id])
 
 
@@ -152,11 +155,43 @@ def _require_held(postfix_config: Path, queue_id: str) -> None:
 
 def release(postfix_config: Path, queue_id: str) -> None:
     """Out of hold and delivered now. It is not scanned again: a person released it."""
-    _require_held(postfix_config, _queue_id(queue_id))
+    _require_held(postfix_config, checked_queue_id(queue_id))
     _run([POSTSUPER, "-c", str(postfix_config), "-H", queue_id])
     _run([POSTQUEUE, "-c", str(postfix_config), "-i", queue_id])
 
 
 def delete(postfix_config: Path, queue_id: str) -> None:
-    _require_held(postfix_config, _queue_id(queue_id))
+    _require_held(postfix_config, checked_queue_id(queue_id))
     _run([POSTSUPER, "-c", str(postfix_config), "-d", queue_id, "hold"])
+
+
+class Hold(Protocol):
+    """A hold queue as the console uses it: Postfix's own (HoldQueue), the root helper's client
+    (services/quarantine_helper/client.py), or the tests' messages in memory."""
+
+    def held(self) -> list[Held]: ...
+
+    def message(self, queue_id: str) -> bytes: ...
+
+    def release(self, queue_id: str) -> None: ...
+
+    def delete(self, queue_id: str) -> None: ...
+
+
+class HoldQueue:
+    """The hold queue of one Postfix instance, through the functions above (root only)."""
+
+    def __init__(self, postfix_config: Path) -> None:
+        self.postfix_config = postfix_config
+
+    def held(self) -> list[Held]:
+        return held(self.postfix_config)
+
+    def message(self, queue_id: str) -> bytes:
+        return message_bytes(self.postfix_config, queue_id)
+
+    def release(self, queue_id: str) -> None:
+        release(self.postfix_config, queue_id)
+
+    def delete(self, queue_id: str) -> None:
+        delete(self.postfix_config, queue_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +26,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from relayguard.config import Config
+from relayguard.checks.ratelimit import rate_counters
+from relayguard.config import Config, Source
 from relayguard.config.console import ConsoleSettings
 from relayguard.core.audit_record import AdminRecord, DecisionRecord
 from relayguard.core.safe_text import printable
@@ -37,6 +38,7 @@ from relayguard.engine.audit import clip
 from relayguard.services.console import plot
 from relayguard.services.console.accounts import Account, Accounts
 from relayguard.services.console.audit_index import AuditIndex, Query, outcome_group
+from relayguard.services.console.digests import AuditView, Digests
 from relayguard.services.console.follower import Follower
 from relayguard.services.console.login_guard import LoginGuard
 from relayguard.services.console.message_view import view
@@ -50,7 +52,8 @@ from relayguard.services.console.web import (
     session_key,
 )
 from relayguard.services.http import Listener
-from relayguard.state import Disabled, StateUnavailable
+from relayguard.services.quarantine_helper.client import HelperHoldQueue
+from relayguard.state import Disabled, StateStore, StateUnavailable
 from relayguard.state.factory import open_store
 
 log = logging.getLogger(__name__)
@@ -69,29 +72,18 @@ NOTICES = {
 @dataclass(frozen=True)
 class Extras:
     """Views that live in the CLI's modules (the console must not import cli/): the command
-    passes them in. Each takes the audit log's path and returns text or HTML."""
+    passes them in. Each makes an empty view of the audit log at that path, which the console
+    fills from its index (digests.py): the inventory as text, the report as HTML."""
 
-    inventory: Callable[[Path], str] | None = None
-    report_html: Callable[[Path], str] | None = None
+    inventory: Callable[[Path], AuditView] | None = None
+    report_html: Callable[[Path], AuditView] | None = None
 
 
-class HoldQueue:
-    """Postfix's hold queue through engine/quarantine.py (tests pass another one)."""
-
-    def __init__(self, postfix_config: Path) -> None:
-        self.postfix_config = postfix_config
-
-    def held(self) -> list[quarantine.Held]:
-        return quarantine.held(self.postfix_config)
-
-    def message(self, queue_id: str) -> bytes:
-        return quarantine.message_bytes(self.postfix_config, queue_id)
-
-    def release(self, queue_id: str) -> None:
-        quarantine.release(self.postfix_config, queue_id)
-
-    def delete(self, queue_id: str) -> None:
-        quarantine.delete(self.postfix_config, queue_id)
+def hold_queue(settings: ConsoleSettings) -> quarantine.Hold:
+    """Through the root helper when one is configured; else Postfix's tools in this process."""
+    if settings.quarantine_helper is not None:
+        return HelperHoldQueue(settings.quarantine_helper)
+    return quarantine.HoldQueue(settings.postfix_config)
 
 
 @dataclass
@@ -100,11 +92,11 @@ class Console:
     settings: ConsoleSettings
     index: AuditIndex | None
     extras: Extras = field(default_factory=Extras)
-    hold: HoldQueue | None = None
+    hold: quarantine.Hold | None = None
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
-        self.queue = self.hold or HoldQueue(self.settings.postfix_config)
+        self.queue = self.hold or hold_queue(self.settings)
         self.accounts = Accounts(self.settings.accounts_file)
         self.guard = LoginGuard(
             self.settings.login_attempts,
@@ -127,6 +119,21 @@ class Console:
         )
         self.templates.filters["when"] = _when
         self.templates.filters["day"] = _day
+        self.digests = self._digests()
+
+    def _digests(self) -> Digests | None:
+        audit_log = self.config.relay.audit_log
+        if self.index is None or audit_log is None:
+            return None
+        views = {
+            name: make(audit_log)
+            for name, make in (
+                ("inventory", self.extras.inventory),
+                ("report", self.extras.report_html),
+            )
+            if make is not None
+        }
+        return Digests(self.index, views)
 
     # --- rendering and sessions -------------------------------------------------------------
 
@@ -204,16 +211,23 @@ class Console:
         request.state.session = session or Session(new_csrf())
         if not csrf_matches(session, form.get("csrf")):
             return self.render(request, "login.html", 403, error="The form expired: try again.")
-        name = str(form.get("user", ""))[:64]
+        typed = str(form.get("user", ""))[:1024]
+        name = typed[:64]
         password = str(form.get("password", ""))[:1024]
         client = request.client.host if request.client else "?"
         keys = (f"user:{name}", f"client:{client}")
         if self.guard.locked(*keys):
+            await run_in_threadpool(
+                self._audit_failure, "console_login_failed", typed, client, "locked out"
+            )
             return self.render(request, "login.html", 429, error="Too many failed logins: wait.")
         account = await run_in_threadpool(self.accounts.verify, name, password)
         if account is None:
+            await run_in_threadpool(
+                self._audit_failure, "console_login_failed", typed, client, "wrong name or password"
+            )
             if self.guard.failed(*keys):
-                await run_in_threadpool(self._audit_lockout, name, client)
+                await run_in_threadpool(self._audit_failure, "console_lockout", typed, client)
             return self.render(request, "login.html", 401, error="Wrong name or password.")
         self.guard.succeeded(*keys)
         await run_in_threadpool(
@@ -226,13 +240,17 @@ class Console:
         )
         return response
 
-    def _audit_lockout(self, name: str, client: str) -> None:
+    def _audit_failure(self, event: str, typed: str, client: str, reason: str = "") -> None:
+        """A failed login as an admin line: the name as typed (escaped, clipped: it is the
+        client's text) and the client's address; never the password. The login stays refused
+        when the line cannot be written, so a failure here is only logged."""
         try:
             audit_admin(
                 self.config,
-                "console_lockout",
+                event,
                 "console",
-                user=clip(printable(name), 64),
+                reason=reason,
+                user=clip(printable(typed), 64),
                 client=client,
             )
         except AdminError as exc:
@@ -247,13 +265,23 @@ class Console:
     # --- pages --------------------------------------------------------------------------------
 
     def _disabled(self) -> tuple[dict[str, Disabled], str | None]:
+        disabled, _, problem = self._state(())
+        return disabled, problem
+
+    def _state(
+        self, sources: Iterable[Source]
+    ) -> tuple[dict[str, Disabled], dict[str, list[LimitUse]], str | None]:
+        """The kill switch, and the rate-limit usage of `sources` (read only: a look is never
+        counted), from one visit to the state store."""
         if self.config.state is None:
-            return {}, "No [state] section: the kill switch is off."
+            return {}, {}, "No [state] section: the kill switch is off."
         store = open_store(self.config.state)
         try:
-            return {d.source: d for d in store.all_disabled()}, None
+            disabled = {d.source: d for d in store.all_disabled()}
+            now = self.clock()
+            return disabled, {s.name: _usage(store, s, now) for s in sources}, None
         except StateUnavailable as exc:
-            return {}, f"The state store cannot be reached: {exc}"
+            return {}, {}, f"The state store cannot be reached: {exc}"
         finally:
             store.close()
 
@@ -301,7 +329,7 @@ class Console:
         )
 
     async def sources(self, request: Request) -> Response:
-        disabled, problem = await run_in_threadpool(self._disabled)
+        disabled, usage, problem = await run_in_threadpool(self._state, self.config.sources)
         day = self.clock() - 86400
         rows = [
             {
@@ -309,6 +337,7 @@ class Console:
                 "mode": self.config.mode_for(s).value,
                 "identified": _identified(s),
                 "disabled": disabled.get(s.name),
+                "usage": usage.get(s.name, []),
                 "volume": self.index.source_volume(s.name, day) if self.index else None,
                 "last_seen": self.index.last_seen(s.name) if self.index else None,
             }
@@ -325,7 +354,7 @@ class Console:
         source = self.config.source(request.path_params["name"])
         if source is None:
             return self.render(request, "error.html", 404, message="No such source.")
-        disabled, problem = await run_in_threadpool(self._disabled)
+        disabled, usage, problem = await run_in_threadpool(self._state, [source])
         recent = self.index.search(Query(source=source.name), 25).hits if self.index else []
         senders, recipients = source.senders, source.recipients
         return self.render(
@@ -337,7 +366,7 @@ class Console:
             identified=_identified(source),
             senders=sorted(senders.addresses) + sorted("@" + d for d in senders.domains),
             recipients=sorted(recipients.addresses) + sorted("@" + d for d in recipients.domains),
-            limits=source.rate_limits.limits,
+            usage=usage.get(source.name, []),
             disabled=disabled.get(source.name),
             state_problem=problem,
             recent=[_row(hit.row_id, hit.record) for hit in recent],
@@ -458,22 +487,28 @@ class Console:
 
     async def inventory(self, request: Request) -> Response:
         text = None
-        audit_log = self.config.relay.audit_log
-        if self.extras.inventory is not None and audit_log is not None and audit_log.exists():
-            text = await run_in_threadpool(self.extras.inventory, audit_log)
+        if self.digests is not None and "inventory" in self.digests.views:
+            text = await run_in_threadpool(self.digests.render, "inventory")
         return self.render(request, "inventory.html", text=text)
 
     async def report(self, request: Request) -> Response:
-        audit_log = self.config.relay.audit_log
-        if self.extras.report_html is None or audit_log is None or not audit_log.exists():
+        if self.digests is None or "report" not in self.digests.views:
             return self.render(request, "error.html", 404, message="No audit log to report on.")
-        body = await run_in_threadpool(self.extras.report_html, audit_log)
-        return HTMLResponse(body, headers={"content-security-policy": REPORT_CSP})
+        started = request.state.started
+        body = await run_in_threadpool(self.digests.render, "report")
+        took = (time.perf_counter() - started) * 1000
+        return HTMLResponse(
+            body,
+            headers={"content-security-policy": REPORT_CSP, "server-timing": f"app;dur={took:.1f}"},
+        )
 
     # --- the application ----------------------------------------------------------------------
 
     def app(self) -> Starlette:
-        follower = Follower(self.index, self.settings.index_interval) if self.index else None
+        follower = None
+        if self.index is not None:
+            after = self.digests.refresh_one_batch if self.digests is not None else None
+            follower = Follower(self.index, self.settings.index_interval, after)
 
         @asynccontextmanager
         async def lifespan(app: Starlette) -> Any:
@@ -518,6 +553,30 @@ class Console:
 
 
 # --- helpers for the templates --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LimitUse:
+    """One rate limit of a source and how much of its window is used now."""
+
+    kind: str
+    unit: str
+    limit: int
+    used: int
+
+    @property
+    def full(self) -> bool:
+        return self.used >= self.limit
+
+
+def _usage(store: StateStore, source: Source, now: float) -> list[LimitUse]:
+    uses = []
+    for kind in dict.fromkeys(kind for kind, _, _, _ in source.rate_limits.limits):
+        limits = source.rate_limits.of(kind)
+        counters = rate_counters(source.name, kind, limits)
+        for (unit, _, limit), usage in zip(limits, store.peek_usage(counters, now), strict=True):
+            uses.append(LimitUse(kind, unit, limit, usage.used))
+    return uses
 
 
 def _when(value: float | str | None) -> str:

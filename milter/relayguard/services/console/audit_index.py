@@ -294,6 +294,14 @@ class AuditIndex:
         hits = [Hit(int(r[0]), record) for r in rows[:page_size] if (record := parse_line(r[1]))]
         return Page(hits, hits[-1].row_id if len(rows) > page_size else None)
 
+    def rows_after(self, row_id: int, limit: int) -> list[Hit]:
+        """Up to `limit` rows after `row_id`, in log order (the console's digests fold them)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, line FROM lines WHERE id > ? ORDER BY id LIMIT ?", (row_id, limit)
+            ).fetchall()
+        return [Hit(int(r[0]), record) for r in rows if (record := parse_line(r[1]))]
+
     def _conditions(self, query: Query) -> tuple[list[str], list[Any]]:
         where: list[str] = []
         params: list[Any] = []
