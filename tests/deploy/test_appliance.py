@@ -6,6 +6,12 @@ SMTP sink on loopback and skips the freshclam download (no internet here; the lo
 set is installed instead, as it would be on any offline machine). The second run must change
 nothing. Then a device talks to the deployed relay on port 587 like a printer would.
 
+Every feature is on (issue 15 "done when", issue 17 part 1): YARA and DLP with a custom detector
+from a site rules directory, URL block lists answered by a DNS server on loopback, Redis state
+(this machine is also the inventory's `state` host, through a second inventory file), Rspamd
+spam scoring, the unsubscribe endpoint, the send API, the console, the milter's metrics and the
+Postfix exporter; each is proved with one SMTP message or one HTTP request.
+
 The appliance uses the standard ports (25, 587, 465) and the system's Postfix instance; the other
 tiers use private instances on random loopback ports, so they do not collide. At the end the
 appliance's services are stopped; its files stay (a later run starts them again). Set
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import http.client
 import json
 import os
 import re
@@ -23,13 +30,18 @@ import shutil
 import smtplib
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 
 import dkim
 import pytest
+import redis
 
+from tests.support.dns_server import DnsServer
+from tests.support.rspamd import GTUBE
 from tests.support.stack import SmtpSink, device_tls_context, make_dir, make_message
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(900)]
@@ -45,7 +57,23 @@ DEMO_PASSWORD = Path("/etc/relayguard/demo.password")
 DEMO_USER = "demo-device"
 DEMO_SENDER = "demo-device@example.com"
 SUBMISSION = ("127.0.0.1", 587)
-SERVICES = ("relayguard-milter", "relayguard-clamd", "dovecot", "postfix")
+SERVICES = (
+    "relayguard-milter", "relayguard-clamd", "dovecot", "postfix", "relayguard-redis", "rspamd",
+    "relayguard-postfix-exporter", "relayguard-api", "relayguard-unsubscribe",
+    "relayguard-console", "relayguard-quarantine-helper",
+)  # fmt: skip
+# The features' fixed loopback ports and test values.
+REDIS_PORT = 6390
+REDIS_PASSWORD = "deploy-test-redis-password-0123456789"
+METRICS_PORT = 9489
+EXPORTER_PORT = 9154
+UNSUBSCRIBE_PORT = 8025
+API_PORT = 8580
+CONSOLE_PORT = 8443
+BLOCKLIST_ZONE = "bl.deploy.test"
+LISTED_DOMAIN = "phish.example.net"
+YARA_MARKER = "RELAYGUARD-DEPLOY-YARA-MARKER"
+DLP_MARKER = "badge EMP123456"
 # One machine, one appliance: two test sessions (two engineers, or CI and a developer) must not
 # deploy at the same time.
 LOCK = Path("/run/relayguard-deploy-tests.lock")
@@ -79,6 +107,7 @@ class Appliance:
     first: Run
     second: Run
     workdir: Path
+    dns: DnsServer
 
 
 def _environment() -> dict[str, str]:
@@ -124,10 +153,63 @@ def appliance() -> Iterator[Appliance]:
         yield from _deploy()
 
 
+def _site_rules(workdir: Path) -> Path:
+    """A site's rules directory: one YARA rule and a DLP custom detector every source gets."""
+    rules = workdir / "site-rules"
+    (rules / "yara").mkdir(parents=True)
+    (rules / "yara" / "deploy.yar").write_text(
+        f'rule deploy_marker {{ strings: $m = "{YARA_MARKER}" condition: $m }}\n'
+    )
+    (rules / "dlp.toml").write_text(
+        '[dlp]\ndefault_profile = "deploy"\n\n'
+        "[[dlp_detectors]]\nname = \"badge_number\"\npattern = 'EMP\\d{6}'\n\n"
+        '[[dlp_profiles]]\nname = "deploy"\ndetectors = { badge_number = 1 }\naction = "reject"\n'
+    )
+    return rules
+
+
+def _features(workdir: Path, dns: DnsServer) -> dict[str, object]:
+    """The extra variables that turn every feature on."""
+    return {
+        "relayguard_milter__rules_src": str(_site_rules(workdir)),
+        "relayguard_milter__config": {
+            "yara": {"default_action": "reject"},
+            "urls": {"nameservers": [dns.host], "port": dns.port, "timeout": 2},
+            "url_blocklists": [{"zone": BLOCKLIST_ZONE, "action": "reject"}],
+            "state": {"backend": "redis", "redis_url": f"redis://127.0.0.1:{REDIS_PORT}/0"},
+            "metrics": {"port": METRICS_PORT, "address": "127.0.0.1"},
+            "unsubscribe": {
+                "sources": [DEMO_USER],
+                "base_url": "https://relay.deploy.test",
+                "secrets": ["a-deploy-test-secret-of-32-chars!!"],
+            },
+        },
+        "relayguard_redis__port": REDIS_PORT,
+        "relayguard_redis__password": REDIS_PASSWORD,
+        "relayguard_milter__redis_password": REDIS_PASSWORD,
+        "relayguard_rspamd__enabled": True,
+        # No internet here: Rspamd's remaining lookups fail at once instead of timing out.
+        "relayguard_rspamd__dns_servers": ["127.0.0.1:1"],
+        "relayguard_unsubscribe__enabled": True,
+        "relayguard_unsubscribe__sqlite_state": "",
+        "relayguard_api__enabled": True,
+        "relayguard_api__sqlite_state": "",
+        "relayguard_console__enabled": True,
+    }
+
+
 def _deploy() -> Iterator[Appliance]:
     workdir = make_dir("relayguard-deploy-")
     sink = SmtpSink()
     sink.start()
+    # The URL block list, on a DNS server on loopback.
+    dns = DnsServer({BLOCKLIST_ZONE: f"{LISTED_DOMAIN}.{BLOCKLIST_ZONE}. A 127.0.0.2"}).start()
+    # This machine is the inventory's `state` host too (the Redis the relays share).
+    state_inventory = workdir / "state-inventory.yml"
+    state_inventory.write_text(
+        "state:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
+        "      ansible_python_interpreter: /usr/bin/python3\n"
+    )
     extra_vars = workdir / "extra-vars.json"
     extra_vars.write_text(
         json.dumps(
@@ -139,12 +221,14 @@ def _deploy() -> Iterator[Appliance]:
                 "relayguard_postfix__smtp_tls_security_level": "none",
                 # freshclam needs the internet (about 40 s to give up here).
                 "relayguard_clamav__freshclam_on_deploy": False,
+                **_features(workdir, dns),
             }
         )
     )
+    argv = [str(APPLIANCE), "-i", str(state_inventory), "-e", f"@{extra_vars}"]
     try:
-        first = _run([str(APPLIANCE), "-e", f"@{extra_vars}"], workdir / "first-run.log")
-        second = _run([str(APPLIANCE), "-e", f"@{extra_vars}"], workdir / "second-run.log")
+        first = _run(argv, workdir / "first-run.log")
+        second = _run(argv, workdir / "second-run.log")
         (workdir / "recaps.txt").write_text(
             "".join(
                 f"{name} ({run.seconds:.0f} s): "
@@ -152,9 +236,10 @@ def _deploy() -> Iterator[Appliance]:
                 for name, run in (("first", first), ("second", second))
             )
         )
-        yield Appliance(sink, first, second, workdir)
+        yield Appliance(sink, first, second, workdir, dns)
     finally:
         _stop_services()
+        dns.stop()
         sink.stop()
         if not os.environ.get("RELAYGUARD_KEEP_TMP"):
             shutil.rmtree(workdir, ignore_errors=True)
@@ -274,6 +359,144 @@ def test_spoofed_from_is_refused(appliance: Appliance) -> None:
     assert b"ceo@example.com" in refused.value.smtp_error
     time.sleep(1.0)  # a wrongly accepted message would reach the sink within this time
     assert all(m.message()["Subject"] != "spoof" for m in appliance.sink.messages[before:])
+
+
+def _send(message: EmailMessage, to: list[str] | None = None) -> None:
+    with smtplib.SMTP(*SUBMISSION, local_hostname="device.test", timeout=60) as client:
+        client.starttls(context=device_tls_context())
+        client.login(DEMO_USER, _demo_password())
+        client.send_message(message, from_addr=DEMO_SENDER, to_addrs=to)
+
+
+def _refusal(message: EmailMessage) -> tuple[int, str]:
+    """The SMTP code and text that refused MESSAGE, at whichever stage."""
+    try:
+        _send(message)
+    except smtplib.SMTPRecipientsRefused as exc:
+        code, text = next(iter(exc.recipients.values()))
+        return code, text.decode()
+    except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
+        error = exc.smtp_error
+        return exc.smtp_code, error.decode() if isinstance(error, bytes) else error
+    raise AssertionError(f"{message['Subject']!r} was accepted")
+
+
+def _demo_message(subject: str, body: str, recipient: str = "someone@example.com") -> EmailMessage:
+    return make_message(subject, sender=DEMO_SENDER, recipient=recipient, body=body)
+
+
+def _relayguard(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(RELAYGUARD), *args, "--config", str(MILTER_CONFIG)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def _http(
+    method: str, port: int, path: str, body: bytes = b"", **headers: str
+) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request(method, path, body=body or None, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (f"Scan attached. {YARA_MARKER}\n", "deploy_marker"),  # YARA, from the site's rules
+        (f"Access card: {DLP_MARKER}\n", "badge_number"),  # DLP, the site's custom detector
+        (f"Please log in at http://{LISTED_DOMAIN}/login\n", BLOCKLIST_ZONE),  # URL block list
+        (f"{GTUBE}\n", "spam"),  # Rspamd spam scoring
+    ],
+    ids=["yara", "dlp", "urls", "spam"],
+)
+def test_each_content_feature_refuses_its_message(
+    appliance: Appliance, body: str, named: str
+) -> None:
+    assert appliance.second.returncode == 0
+    before = len(appliance.sink.messages)
+    code, text = _refusal(_demo_message(f"refused by {named}", body))
+    assert (code, text[:5]) == (550, "5.7.1"), text
+    assert named in text
+    assert "EMP123456" not in text  # the rule is named, never the matched data
+    time.sleep(1.0)  # a wrongly accepted message would reach the sink within this time
+    assert len(appliance.sink.messages) == before
+
+
+def test_the_kill_switch_lives_in_the_roles_redis(appliance: Appliance) -> None:
+    assert appliance.second.returncode == 0
+    assert REDIS_PASSWORD not in MILTER_CONFIG.read_text()
+    disabled = _relayguard("sources", "disable", DEMO_USER, "--reason", "deploy test")
+    assert disabled.returncode == 0, disabled.stdout + disabled.stderr
+    try:
+        shared = redis.Redis(host="127.0.0.1", port=REDIS_PORT, password=REDIS_PASSWORD)
+        assert shared.keys("relayguard:*"), "nothing in the role's Redis"
+        code, text = _refusal(_demo_message("while disabled", "hello\n"))
+        assert code == 550, text
+    finally:
+        enabled = _relayguard("sources", "enable", DEMO_USER)
+        assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+    before = len(appliance.sink.messages)
+    _send(_demo_message("enabled again", "hello\n"))
+    appliance.sink.wait_for(before + 1, timeout=60)
+
+
+def test_one_click_unsubscribe_suppresses_the_recipient(appliance: Appliance) -> None:
+    assert appliance.second.returncode == 0
+    # A new reader each run: the role's Redis keeps suppressions from an earlier run on this host.
+    reader = f"reader-{uuid.uuid4().hex[:12]}@example.com"
+    before = len(appliance.sink.messages)
+    _send(_demo_message("newsletter", "News.\n", recipient=reader))
+    received = appliance.sink.wait_for(before + 1, timeout=60)[before].message()
+    assert received["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link = re.search(r"<https://relay\.deploy\.test(/u/[^>]+)>", str(received["List-Unsubscribe"]))
+    assert link, received["List-Unsubscribe"]
+    # What the HTTPS reverse proxy would forward to the endpoint on loopback.
+    status, _ = _http(
+        "POST", UNSUBSCRIBE_PORT, link.group(1), b"List-Unsubscribe=One-Click",
+        **{"Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    assert status == 200
+    code, text = _refusal(_demo_message("after unsubscribing", "News.\n", recipient=reader))
+    assert code == 550, text
+
+
+def test_the_send_api_hands_a_message_to_the_relay(appliance: Appliance) -> None:
+    assert appliance.second.returncode == 0
+    created = _relayguard("api", "token", "create", "--source", DEMO_USER)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip().splitlines()[-1]
+    before = len(appliance.sink.messages)
+    payload = {"from": DEMO_SENDER, "to": ["someone@example.com"], "subject": "via the API",
+               "text": "Sent through the send API."}  # fmt: skip
+    status, answer = _http(
+        "POST", API_PORT, "/v1/messages", json.dumps(payload).encode(),
+        **{"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert status == 202, answer
+    received = appliance.sink.wait_for(before + 1, timeout=60)[before]
+    assert received.message()["Subject"] == "via the API"
+
+
+def test_the_console_answers_on_loopback(appliance: Appliance) -> None:
+    assert appliance.second.returncode == 0
+    status, page = _http("GET", CONSOLE_PORT, "/login")
+    assert status == 200 and b"<form" in page
+
+
+def test_metrics_and_the_postfix_exporter_are_served(appliance: Appliance) -> None:
+    assert appliance.second.returncode == 0
+    _send(_demo_message("counted", "hello\n"))
+    status, milter = _http("GET", METRICS_PORT, "/metrics")
+    assert status == 200 and b"relayguard_messages_total{" in milter
+    status, postfix = _http("GET", EXPORTER_PORT, "/metrics")
+    assert status == 200
+    assert re.search(rb'^postfix_up\{path="/var/spool/postfix/public/showq"\} 1$', postfix, re.M)
+    assert b'postfix_showq_message_size_bytes_count{queue="deferred"}' in postfix
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,9 @@ The role's config task renders redis.conf on this machine into a temp dir (twice
 changes nothing, and the password never shows in the play's output); a real redis-server runs on
 it: without the password nothing is answered, CONFIG is off, an address it is not bound to is
 refused. Two relay nodes' configurations, rendered by the milter role with the URL the Redis role
-provides, share the kill switch through it: a source disabled through node A is disabled for B.
+provides and the password in a file of their own (never in relayguard.toml, nor in the play's
+output with --diff), share the kill switch through it: a source disabled through node A is
+disabled for B.
 """
 
 from __future__ import annotations
@@ -86,10 +88,11 @@ def test_redis_needs_the_password_and_listens_only_where_bound(redis_server: int
 
 
 def test_two_nodes_share_the_kill_switch_through_the_roles_redis(
-    redis_server: int, tmp_path: Path
+    redis_server: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = (tmp_path / "url").read_text()
-    assert url == f"redis://:{PASSWORD}@127.0.0.1:{redis_server}/0"
+    assert url == f"redis://127.0.0.1:{redis_server}/0"
+    monkeypatch.setenv("ANSIBLE_DIFF_ALWAYS", "1")  # as `ansible-playbook --diff` would show it
     configs = []
     for node in ("node-a", "node-b"):
         node_dir = tmp_path / node
@@ -99,10 +102,20 @@ def test_two_nodes_share_the_kill_switch_through_the_roles_redis(
                 {"name": "printer", "sasl_users": ["printer"], "senders": ["printer@example.com"]}
             ],
             "relayguard_milter__config": {"state": {"backend": "redis", "redis_url": url}},
+            "relayguard_milter__redis_password": PASSWORD,
+            "relayguard_milter__redis_password_file": str(node_dir / "redis.password"),
         }
-        result = render_milter_config(node_dir, variables)
-        assert result.returncode == 0, result.stdout[-3000:]
-        assert PASSWORD not in (node_dir / "relayguard.toml").read_text().replace(url, "")
+        runs = [render_milter_config(node_dir, variables) for _ in range(2)]
+        assert runs[0].returncode == 0, runs[0].stdout[-3000:]
+        assert runs[1].returncode == 0 and re.search(r"changed=0\b", runs[1].stdout)
+        assert "+++ after" in runs[0].stdout  # the diff was shown: without the password
+        assert PASSWORD not in "".join(run.stdout + run.stderr for run in runs)
+        config = (node_dir / "relayguard.toml").read_text()
+        assert PASSWORD not in config
+        assert f'redis_password_file = "{node_dir / "redis.password"}"' in config
+        secret = node_dir / "redis.password"
+        assert secret.read_text() == PASSWORD + "\n"
+        assert secret.stat().st_mode & 0o777 == 0o640
         configs.append(node_dir / "relayguard.toml")
 
     def relayguard(*args: str, config: Path) -> subprocess.CompletedProcess[str]:

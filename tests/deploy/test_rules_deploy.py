@@ -38,6 +38,13 @@ name = "pci"
 detectors = { card_number = 3, badge_number = 1 }
 action = "reject"
 """
+# A detector whose keywords are a dictionary in the site's rules directory (relative path).
+DICTIONARY_TOML = """
+[[dlp_detectors]]
+name = "projects"
+keywords_file = "dictionaries/projects.txt"
+ignore_case = true
+"""
 BROKEN_RULE = """
 rule Broken_Rule {
   condition:
@@ -137,3 +144,39 @@ def test_good_rules_go_live_and_a_broken_set_is_refused(tmp_path: Path) -> None:
         assert os.readlink(live) != previous
         kept = [Path(os.readlink(live)).name, Path(previous).name]
         assert releases(tmp_path) == sorted(kept + [name + ".toml" for name in kept])
+
+
+def test_dictionaries_go_with_the_rules_and_are_checked_before_the_switch(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    site = site_rules(tmp_path)
+    (site / "dictionaries").mkdir()
+    dictionary = site / "dictionaries" / "projects.txt"
+    dictionary.write_text("# code names\nproject falcon\nproject osprey\n")
+    (site / "dlp.toml").write_text(DLP_TOML + DICTIONARY_TOML)
+    live = tmp_path / "etc" / "rules"
+
+    first = deploy(tmp_path, site)
+    assert first.returncode == 0, first.stdout[-4000:]
+    good_release = os.readlink(live)
+    assert (live / "dictionaries" / "projects.txt").read_bytes() == dictionary.read_bytes()
+    config_file = tmp_path / "etc" / "relayguard.toml"
+    detectors = tomllib.loads(config_file.read_text())["dlp_detectors"]
+    projects = next(d for d in detectors if d["name"] == "projects")
+    # Read through the live symlink (not next to relayguard.toml, where a relative path points).
+    assert projects["keywords_file"] == f"{live}/dictionaries/projects.txt"
+    check = subprocess.run(
+        [str(VENV / "bin" / "relayguard"), "check", "--config", str(config_file)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    second = deploy(tmp_path, site)
+    assert second.returncode == 0 and re.search(r"changed=0\b", second.stdout), second.stdout
+
+    # A dictionary left empty: refused on the relay, naming the site's file; the old set stays.
+    dictionary.write_text("# nothing yet\n")
+    broken = deploy(tmp_path, site)
+    assert broken.returncode != 0
+    output = " ".join(broken.stdout.split())  # the play's output wraps long messages
+    assert f"{site}/dictionaries/projects.txt: no keywords" in output, broken.stdout[-4000:]
+    assert os.readlink(live) == good_release

@@ -18,11 +18,14 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).parents[2]
 RULES = ROOT / "monitoring/prometheus/relayguard-alerts.yml"
 RULE_TESTS = ROOT / "monitoring/prometheus/relayguard-alerts.test.yml"
+SCRAPE_CONFIG = ROOT / "monitoring/prometheus/prometheus.yml"
+EXPORTER_DEFAULTS = ROOT / "ansible/roles/relayguard_postfix_exporter/defaults/main.yml"
 
 # Metrics the rules may use that relayguard does not export.
 EXTERNAL_METRICS = {
     "up",  # Prometheus, per scrape target
     "postfix_showq_message_size_bytes_count",  # postfix_exporter: messages per Postfix queue
+    "postfix_up",  # postfix_exporter: 1 when its read of Postfix's showq socket worked
 }
 # The series names each metric type exposes (prometheus_client; multiprocess mode has no _created).
 EXPOSED_SUFFIXES = {
@@ -129,3 +132,17 @@ def test_metric_names_reads_promql() -> None:
     )
     assert metric_names(expr) == {"a_total", "b", "c_count"}
     assert exported_metrics() >= {"relayguard_messages_total", "relayguard_state_up"}
+
+
+def test_the_scrape_configuration_loads_the_rules_and_names_the_jobs_they_select() -> None:
+    result = promtool("check", "config", SCRAPE_CONFIG.name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Checking {RULES.name}\n  SUCCESS: {len(alert_rules())} rules found" in result.stdout
+    jobs = {
+        job["job_name"]: [t for c in job["static_configs"] for t in c["targets"]]
+        for job in yaml.safe_load(SCRAPE_CONFIG.read_text())["scrape_configs"]
+    }
+    selected = set(re.findall(r'job="([^"]+)"', RULES.read_text()))
+    assert selected == {"relayguard", "postfix"} and selected <= jobs.keys()
+    exporter = yaml.safe_load(EXPORTER_DEFAULTS.read_text())
+    assert jobs["postfix"] == [exporter["relayguard_postfix_exporter__listen_address"]]

@@ -3,7 +3,8 @@
 `to_toml` renders the role's structured configuration (a mapping mirroring relayguard.toml,
 arrays of tables included) with tomli-w, so that any table, array of tables or string is
 written correctly, never by a hand-written Jinja macro. `from_toml` reads a site's `dlp.toml`
-(rules as code, docs/rules.md) on the controller. Both run in the controller's Python:
+(rules as code, docs/rules.md) on the controller, and `rules_paths` points its dictionaries
+(`keywords_file`) at the deployed rules directory. Both run in the controller's Python:
 scripts/appliance.sh installs tomli-w next to ansible-core.
 """
 
@@ -67,8 +68,22 @@ def from_toml(text: str) -> dict[str, Any]:
         raise AnsibleFilterError(f"from_toml: {exc}") from exc
 
 
+def rules_paths(dlp: Mapping[str, Any], base: str) -> dict[str, Any]:
+    """A site's dlp.toml with each relative `keywords_file` (a dictionary in the site's rules
+    directory) made absolute under BASE: the release directory while it is checked, the live
+    rules directory once it is switched to (a relative path would otherwise be read next to the
+    configuration file)."""
+    detectors = []
+    for detector in dlp.get("dlp_detectors", []):
+        path = detector.get("keywords_file") if isinstance(detector, Mapping) else None
+        if isinstance(path, str) and path and not path.startswith("/"):
+            detector = {**detector, "keywords_file": f"{base.rstrip('/')}/{path}"}
+        detectors.append(detector)
+    return {**dlp, "dlp_detectors": detectors} if "dlp_detectors" in dlp else dict(dlp)
+
+
 class FilterModule:
     """Registers the role's filters with Ansible."""
 
     def filters(self) -> dict[str, Any]:
-        return {"to_toml": to_toml, "from_toml": from_toml}
+        return {"to_toml": to_toml, "from_toml": from_toml, "rules_paths": rules_paths}
