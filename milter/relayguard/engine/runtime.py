@@ -15,6 +15,7 @@ from pathlib import Path
 from relayguard.config import Config, load_config
 from relayguard.core.errors import ConfigError
 from relayguard.engine.audit import AuditLog
+from relayguard.engine.memory import keep_large_buffers_unmapped
 from relayguard.engine.pipeline import Pipeline
 from relayguard.engine.registry import Observer, build_observers
 
@@ -24,11 +25,13 @@ log = logging.getLogger(__name__)
 def prepare_process() -> None:
     """What a process that decides mail sets up once, by this explicit call at its start (a
     worker, `relayguard test-message`), never as a side effect of an import: dkimpy signs RSA
-    through OpenSSL (dkim/openssl.py). The metrics' multiprocess values are set by the
+    through OpenSSL (dkim/openssl.py); freed message buffers go back to the kernel (memory.py).
+    The metrics' multiprocess values are set by the
     supervisor before it forks (metrics.start_exporter)."""
     from relayguard.dkim import openssl as dkim_openssl  # noqa: PLC0415 (dkimpy: only to sign)
 
     dkim_openssl.install()
+    keep_large_buffers_unmapped()
 
 
 @dataclass(frozen=True, slots=True)
