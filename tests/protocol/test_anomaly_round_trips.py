@@ -8,8 +8,6 @@ profile is one call (one MULTI on Redis); the compare-and-set write is the other
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,33 +15,10 @@ import pytest
 from relayguard.anomaly.detector import Detector, Traffic
 from relayguard.config.anomaly import AnomalySettings
 from relayguard.state import StateStore
-from relayguard.state.redis import RedisStore
-from relayguard.state.sqlite import SqliteStore
-from tests.support.redis_server import RedisServer
-from tests.support.stack import make_dir
 
 pytestmark = pytest.mark.protocol
 
 T0 = 1_800_000_000.0
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    directory = make_dir("relayguard-redis-")
-    with RedisServer(directory) as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store(
-    request: pytest.FixtureRequest, tmp_path: Path, redis_server: RedisServer
-) -> Iterator[StateStore]:
-    if request.param == "sqlite":
-        opened: StateStore = SqliteStore(tmp_path / "state" / "state.sqlite3")
-    else:
-        opened = RedisStore(redis_server.url, prefix=f"test-{tmp_path.name}:")
-    yield opened
-    opened.close()
 
 
 class Counted:

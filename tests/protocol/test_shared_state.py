@@ -90,12 +90,6 @@ class Node:
         return [json.loads(line) for line in self.audit.read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer(make_dir("relayguard-redis-")) as server:
-        yield server
-
-
 @pytest.fixture
 def nodes(tmp_path: Path, redis_server: RedisServer) -> Iterator[Callable[..., tuple[Node, Node]]]:
     """Two milters (separate configs, sockets, audit logs) on one backend."""

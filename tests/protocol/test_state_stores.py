@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,25 +18,6 @@ from tests.support.stack import make_dir
 pytestmark = pytest.mark.protocol
 
 T0 = 1_800_000_000.0  # a fixed clock: bucket arithmetic is deterministic
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    directory = make_dir("relayguard-redis-")
-    with RedisServer(directory) as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store(
-    request: pytest.FixtureRequest, tmp_path: Path, redis_server: RedisServer
-) -> Iterator[StateStore]:
-    if request.param == "sqlite":
-        opened: StateStore = SqliteStore(tmp_path / "state" / "state.sqlite3")
-    else:
-        opened = RedisStore(redis_server.url, prefix=f"test-{tmp_path.name}:")
-    yield opened
-    opened.close()
 
 
 def test_consume_counts_until_the_limit_and_refuses_without_recording(store: StateStore) -> None:
