@@ -11,7 +11,6 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from relayguard.config.dlp import DlpSettings, entry_detector
 from relayguard.config.milter import MilterSettings
 from relayguard.config.scanners import YaraSettings
 from relayguard.config.snapshot import Config
+from relayguard.core.secret_file import SecretFileError, read_secret_file
 from relayguard.dkim import keys as dkim_keys
 from relayguard.dkim.keys import SigningKey
 from relayguard.dlp.dictionaries import DictionaryError, read_keywords
@@ -95,22 +95,11 @@ def _dkim_keys(dkim: DkimSettings, user: str, at: Place) -> dict[str, tuple[Sign
 
 
 def _secret(path: Path, at: Place) -> str:
-    """The one line of a secret file that only its owner and group may read."""
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        at.problem(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
+        return read_secret_file(path)
+    except SecretFileError as exc:
+        at.problem(str(exc))
         return ""
-    if mode & 0o007:
-        at.problem(
-            f"{path}: every user may read or change it (mode {mode:04o}): chmod o-rwx {path}"
-        )
-        return ""
-    secret = text.strip()
-    if not secret:
-        at.problem(f"{path} is empty")
-    return secret
 
 
 def _compiled(yara: YaraSettings, at: Place) -> YaraSettings:

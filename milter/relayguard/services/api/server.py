@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from relayguard.config import load_config
+from relayguard.core.secret_file import SecretFileError, read_secret_file
 from relayguard.services.api.app import SendApi
 from relayguard.services.api.handoff import Handoff, Relay
 from relayguard.services.http import Listener, listener_problem, reload_on_sighup, serve_asgi
 from relayguard.state.factory import open_store
-
-
-def read_password(path: Path) -> str:
-    """The first line of the password file (kept 0600 or 0640 for the API's user only)."""
-    with path.open(encoding="utf-8") as file:
-        return file.readline().rstrip("\r\n")
 
 
 def serve(config_path: str) -> int:
@@ -31,10 +25,10 @@ def serve(config_path: str) -> int:
         return 1
     assert settings.sasl_password_file is not None
     try:
-        password = read_password(settings.sasl_password_file)
-    except OSError as exc:
+        password = read_secret_file(settings.sasl_password_file)
+    except SecretFileError as exc:
         print(
-            f"relayguard api serve: {settings.sasl_password_file}: {exc.strerror}", file=sys.stderr
+            f"relayguard api serve: {config.path}: api.sasl_password_file: {exc}", file=sys.stderr
         )
         return 1
     relay = Relay(
