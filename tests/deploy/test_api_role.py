@@ -8,47 +8,33 @@ dir (tests/deploy/render_api.yml): the configuration is checked by the real `rel
 from __future__ import annotations
 
 import subprocess
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.deploy.playbook import run_playbook
+from tests.deploy.playbook import VENV, render_units_and_config, rendered_config
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
-
-ROOT = Path(__file__).resolve().parents[2]
-VENV = ROOT / ".venv"
 
 
 def render(tmp_path: Path, **variables: Any) -> subprocess.CompletedProcess[str]:
     extra = {
-        "relayguard_service__manager": "systemd",
-        "relayguard_service__unit_dir": str(tmp_path),
-        "relayguard_service__start": False,
         "relayguard_api__command": str(VENV / "bin" / "relayguard"),
         "relayguard_api__config_file": str(tmp_path / "relayguard.toml"),
-        "relayguard_milter__venv": str(VENV),
-        "relayguard_milter__config_file": str(tmp_path / "relayguard.toml"),
-        "relayguard_milter__audit_log": str(tmp_path / "audit.jsonl"),
-        "relayguard_milter__socket_path": str(tmp_path / "milter.sock"),
-        "relayguard_milter__socket_group": "root",
-        "relayguard_milter__user": "root",
-        "relayguard_milter__group": "root",
         "relayguard_milter__sources": [
             {"name": "erp", "sasl_users": ["erp-device"], "senders": ["erp@example.com"]}
         ],
         "relayguard_milter__config": {"state": {"path": str(tmp_path / "state.sqlite3")}},
         **variables,
     }
-    return run_playbook("render_api.yml", extra, tmp_path)
+    return render_units_and_config("render_api.yml", tmp_path, extra)
 
 
 def test_off_by_default_no_api_table(tmp_path: Path) -> None:
     run = render(tmp_path)
     assert run.returncode == 0, run.stdout[-3000:]
-    assert "api" not in tomllib.loads((tmp_path / "relayguard.toml").read_text())
+    assert "api" not in rendered_config(tmp_path)
 
 
 def test_enabled_renders_the_table_and_a_hardened_unit(tmp_path: Path) -> None:
@@ -59,7 +45,7 @@ def test_enabled_renders_the_table_and_a_hardened_unit(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout[-3000:]
     assert "Verify the unit of relayguard-api" in run.stdout
-    api = tomllib.loads((tmp_path / "relayguard.toml").read_text())["api"]
+    api = rendered_config(tmp_path)["api"]
     assert api == {
         "address": "127.0.0.1",
         "port": 8580,
@@ -93,7 +79,7 @@ def test_tls_files_reach_the_table(tmp_path: Path) -> None:
         relayguard_api__tls_key="/etc/relayguard/api.key",
     )
     assert run.returncode == 0, run.stdout[-3000:]
-    api = tomllib.loads((tmp_path / "relayguard.toml").read_text())["api"]
+    api = rendered_config(tmp_path)["api"]
     assert (api["address"], api["tls_certificate"], api["tls_key"]) == (
         "0.0.0.0", "/etc/relayguard/api.crt", "/etc/relayguard/api.key",
     )  # fmt: skip

@@ -40,6 +40,7 @@ import dkim
 import pytest
 import redis
 
+from tests.deploy.playbook import service_vars
 from tests.support.dns_server import DnsServer
 from tests.support.rspamd import GTUBE
 from tests.support.stack import SmtpSink, device_tls_context, make_dir, make_message
@@ -133,6 +134,21 @@ def _run(argv: list[str], log: Path, cwd: Path = ROOT, timeout: float = 600) -> 
             check=False,
         )
     return Run(result.returncode, log.read_text(errors="replace"), time.monotonic() - started)
+
+
+def _appliance_playbook(
+    workdir: Path, name: str, args: list[str], variables: dict[str, object]
+) -> Run:
+    """The appliance venv's ansible-playbook from ansible/, VARIABLES as extra vars (NAME.json),
+    its output in NAME.log."""
+    extra_vars = workdir / f"{name}.json"
+    extra_vars.write_text(json.dumps(variables))
+    return _run(
+        [str(ANSIBLE_VENV / "bin" / "ansible-playbook"), *args, "-e", f"@{extra_vars}"],
+        workdir / f"{name}.log",
+        cwd=ANSIBLE_DIR,
+        timeout=300,
+    )
 
 
 def _stop_services() -> None:
@@ -521,23 +537,8 @@ def test_invalid_role_variables_stop_the_play(
     # Argument-spec validation is tagged "always": with a tag nothing else carries, the play
     # validates every role and runs no other task.
     assert appliance.first.returncode == 0  # the appliance venv exists
-    extra_vars = tmp_path / "bad.json"
-    extra_vars.write_text(json.dumps(extra))
-    run = _run(
-        [
-            str(ANSIBLE_VENV / "bin" / "ansible-playbook"),
-            "-i",
-            "inventories/local/hosts.yml",
-            "site.yml",
-            "--tags",
-            "relayguard-validate-only",
-            "-e",
-            f"@{extra_vars}",
-        ],
-        tmp_path / "bad.log",
-        cwd=ANSIBLE_DIR,
-        timeout=300,
-    )
+    args = ["-i", "inventories/local/hosts.yml", "site.yml", "--tags", "relayguard-validate-only"]
+    run = _appliance_playbook(tmp_path, "bad", args, extra)
     assert run.returncode != 0
     assert run.recap()["failed"] == 1
     assert "Validating arguments against arg spec" in run.output
@@ -584,29 +585,8 @@ def test_systemd_units_verify_and_are_hardened(appliance: Appliance, tmp_path: P
     assert appliance.first.returncode == 0  # ExecStart's binaries exist
     units = tmp_path / "units"
     units.mkdir()
-    extra_vars = tmp_path / "units.json"
-    extra_vars.write_text(
-        json.dumps(
-            {
-                "relayguard_service__manager": "systemd",
-                "relayguard_service__unit_dir": str(units),
-                "relayguard_service__start": False,
-            }
-        )
-    )
-    run = _run(
-        [
-            str(ANSIBLE_VENV / "bin" / "ansible-playbook"),
-            "-i",
-            "localhost,",
-            str(ROOT / "tests" / "deploy" / "render_units.yml"),
-            "-e",
-            f"@{extra_vars}",
-        ],
-        tmp_path / "units.log",
-        cwd=ANSIBLE_DIR,
-        timeout=300,
-    )
+    args = ["-i", "localhost,", str(ROOT / "tests" / "deploy" / "render_units.yml")]
+    run = _appliance_playbook(tmp_path, "units", args, service_vars(units))
     assert run.returncode == 0, run.output[-3000:]
     assert "Verify the unit of relayguard-milter" in run.output
     for name in ("relayguard-milter", "relayguard-clamd"):

@@ -12,33 +12,20 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.deploy.playbook import run_playbook
+from tests.deploy.playbook import VENV, render_units_and_config, rendered_config
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV = ROOT / ".venv"
 DOMAINS = ["example.com", "example.org"]
 
 
 def render(tmp_path: Path, **variables: Any) -> subprocess.CompletedProcess[str]:
     extra = {
-        "relayguard_service__manager": "systemd",
-        "relayguard_service__unit_dir": str(tmp_path),
-        "relayguard_service__start": False,
-        "relayguard_milter__venv": str(VENV),
-        "relayguard_milter__config_file": str(tmp_path / "relayguard.toml"),
-        "relayguard_milter__audit_log": str(tmp_path / "audit.jsonl"),
-        "relayguard_milter__socket_path": str(tmp_path / "milter.sock"),
-        "relayguard_milter__socket_group": "root",
-        "relayguard_milter__user": "root",
-        "relayguard_milter__group": "root",
         "relayguard_milter__dkim_key_directory": str(tmp_path / "dkim"),
         "relayguard_milter__dkim_keys": [
             {"domain": domain, "selector": "s2026", "algorithm": "ed25519"} for domain in DOMAINS
@@ -50,7 +37,7 @@ def render(tmp_path: Path, **variables: Any) -> subprocess.CompletedProcess[str]
         ],
         **variables,
     }
-    return run_playbook("render_dkim_check.yml", extra, tmp_path)
+    return render_units_and_config("render_dkim_check.yml", tmp_path, extra)
 
 
 def command(tmp_path: Path, domain: str) -> str:
@@ -66,7 +53,7 @@ def test_timer_runs_verify_dns_per_domain_and_the_config_names_the_file(tmp_path
     run = render(tmp_path)
     assert run.returncode == 0, run.stdout[-3000:]
     assert re.search(r"Verify the DKIM check's units\] \*+\nok: \[localhost\]", run.stdout)
-    config = tomllib.loads((tmp_path / "relayguard.toml").read_text())
+    config = rendered_config(tmp_path)
     assert config["metrics"] == {"dkim_status_file": str(tmp_path / "state" / "dkim-status.json")}
     service = (tmp_path / "relayguard-dkim-check.service").read_text()
     for line in ["Type=oneshot", "User=root", "NoNewPrivileges=yes",
@@ -91,4 +78,4 @@ def test_without_systemd_a_cron_file_runs_it_as_the_milter_user(tmp_path: Path) 
 def test_no_status_file_no_check_and_no_metrics_table(tmp_path: Path) -> None:
     run = render(tmp_path, relayguard_milter__dkim_status_file="")
     assert run.returncode == 0, run.stdout[-3000:]
-    assert "metrics" not in tomllib.loads((tmp_path / "relayguard.toml").read_text())
+    assert "metrics" not in rendered_config(tmp_path)

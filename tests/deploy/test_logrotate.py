@@ -15,9 +15,6 @@ from tests.deploy.playbook import run_playbook
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
 
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = ROOT / ".venv" / "bin" / "ansible-playbook"
-
 
 def render(tmp_path: Path) -> subprocess.CompletedProcess[str]:
     extra = {

@@ -10,8 +10,6 @@ variables; a second run changes nothing. The argument specs allow what the confi
 from __future__ import annotations
 
 import re
-import subprocess
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +17,10 @@ import pytest
 import yaml
 
 from relayguard.config.declare import ERROR_ACTIONS, FAILURE_ACTIONS
-from tests.deploy.playbook import run_playbook
+from tests.deploy.playbook import ROOT, render_config, rendered_config
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV = ROOT / ".venv"
 ROLE = ROOT / "ansible" / "roles" / "relayguard_milter"
 SITE_VARS = ROOT / "ansible" / "vars" / "site.yml"
 
@@ -37,20 +33,6 @@ def site_example() -> dict[str, Any]:
     example = yaml.safe_load(re.sub(r"(?m)^# ?", "", block))
     assert isinstance(example, dict)
     return example
-
-
-def render(tmp_path: Path, variables: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    extra = {
-        "relayguard_milter__venv": str(VENV),
-        "relayguard_milter__config_file": str(tmp_path / "relayguard.toml"),
-        "relayguard_milter__audit_log": str(tmp_path / "audit.jsonl"),
-        "relayguard_milter__socket_path": str(tmp_path / "milter.sock"),
-        "relayguard_milter__socket_group": "root",
-        "relayguard_milter__user": "root",
-        "relayguard_milter__group": "root",
-        **variables,
-    }
-    return run_playbook("render_config.yml", extra, tmp_path)
 
 
 def test_every_feature_of_the_site_example_renders_and_passes_relayguard_check(
@@ -71,9 +53,9 @@ def test_every_feature_of_the_site_example_renders_and_passes_relayguard_check(
         "relayguard_milter__spam_quarantine_score": None,
     }
 
-    first = render(tmp_path, variables)
+    first = render_config(tmp_path, variables)
     assert first.returncode == 0, first.stdout[-4000:]
-    rendered = tomllib.loads((tmp_path / "relayguard.toml").read_text())
+    rendered = rendered_config(tmp_path)
     assert [p["name"] for p in rendered["dlp_profiles"]] == ["finance"]
     assert [d["name"] for d in rendered["dlp_detectors"]] == ["badge_number", "project_names"]
     assert rendered["dlp_detectors"][0]["pattern"] == r"EMP\d{6}"
@@ -97,13 +79,13 @@ def test_every_feature_of_the_site_example_renders_and_passes_relayguard_check(
     assert "quarantine_score" not in rendered["spam"]  # null leaves the key out
     assert rendered["milter"]["workers"] == 2 and rendered["relay"]["mode"] == "enforce"
 
-    second = render(tmp_path, variables)
+    second = render_config(tmp_path, variables)
     assert second.returncode == 0 and re.search(r"changed=0\b", second.stdout), second.stdout
 
 
 def test_a_configuration_relayguard_check_refuses_is_not_written(tmp_path: Path) -> None:
     bad = {"relayguard_milter__config": {"dlp_profiles": [{"name": "x", "detectors": {"nope": 1}}]}}
-    result = render(tmp_path, bad)
+    result = render_config(tmp_path, bad)
     assert result.returncode != 0
     assert "dlp_profiles[0]" in result.stdout, result.stdout[-3000:]
     assert not (tmp_path / "relayguard.toml").exists()

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.playbook import run_playbook
+from tests.deploy.playbook import run_playbook, service_vars
 from tests.support.stack import (
     PostfixInstance,
     free_port,
@@ -39,10 +39,8 @@ pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
 
 def render(tmp_path: Path, **variables: Any) -> subprocess.CompletedProcess[str]:
     extra = {
-        "relayguard_service__manager": "sysv",
+        **service_vars(tmp_path, manager="sysv"),
         "relayguard_service__init_dir": str(tmp_path),
-        "relayguard_service__unit_dir": str(tmp_path),
-        "relayguard_service__start": False,
         "command_file": str(tmp_path / "command.json"),
         **variables,
     }

@@ -21,14 +21,11 @@ from typing import Any
 import pytest
 import redis
 
-from tests.deploy.playbook import run_playbook
-from tests.deploy.test_milter_config import render as render_milter_config
+from tests.deploy.playbook import VENV, render_config, run_playbook
 from tests.support.stack import free_port, wait_until
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV = ROOT / ".venv"
 PASSWORD = "test-redis-password-0123456789abcdef"
 
 
@@ -105,7 +102,7 @@ def test_two_nodes_share_the_kill_switch_through_the_roles_redis(
             "relayguard_milter__redis_password": PASSWORD,
             "relayguard_milter__redis_password_file": str(node_dir / "redis.password"),
         }
-        runs = [render_milter_config(node_dir, variables) for _ in range(2)]
+        runs = [render_config(node_dir, variables) for _ in range(2)]
         assert runs[0].returncode == 0, runs[0].stdout[-3000:]
         assert runs[1].returncode == 0 and re.search(r"changed=0\b", runs[1].stdout)
         assert "+++ after" in runs[0].stdout  # the diff was shown: without the password

@@ -18,12 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.playbook import run_playbook
+from tests.deploy.playbook import ROOT, VENV, milter_vars, run_playbook
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV = ROOT / ".venv"
 CONTENT = ROOT / "tests" / "data" / "content"
 DLP_TOML = """\
 # The finance team's DLP rules: merged into relayguard.toml by the relayguard_milter role.
@@ -65,15 +63,9 @@ def site_rules(root: Path) -> Path:
 
 def deploy(tmp_path: Path, site: Path) -> subprocess.CompletedProcess[str]:
     extra = {
-        "relayguard_milter__venv": str(VENV),
+        **milter_vars(tmp_path, config_file=tmp_path / "etc" / "relayguard.toml"),
         "relayguard_milter__rules_src": str(site),
         "relayguard_milter__rules_dir": str(tmp_path / "etc" / "rules"),
-        "relayguard_milter__config_file": str(tmp_path / "etc" / "relayguard.toml"),
-        "relayguard_milter__audit_log": str(tmp_path / "audit.jsonl"),
-        "relayguard_milter__socket_path": str(tmp_path / "milter.sock"),
-        "relayguard_milter__socket_group": "root",
-        "relayguard_milter__user": "root",
-        "relayguard_milter__group": "root",
         "relayguard_milter__sources": [
             {"name": "billing", "sasl_users": ["billing"], "senders": ["@example.com"],
              "dlp_profile": "pci"},

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.deploy.playbook import run_playbook
+from tests.deploy.playbook import VENV, render_units_and_config, rendered_config
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV = ROOT / ".venv"
 UNSUBSCRIBE = {
     "sources": ["newsletter"],
     "base_url": "https://unsubscribe.example.com",
@@ -31,31 +28,21 @@ UNSUBSCRIBE = {
 
 def render(tmp_path: Path, **variables: Any) -> subprocess.CompletedProcess[str]:
     extra = {
-        "relayguard_service__manager": "systemd",
-        "relayguard_service__unit_dir": str(tmp_path),
-        "relayguard_service__start": False,
         "relayguard_unsubscribe__command": str(VENV / "bin" / "relayguard"),
         "relayguard_unsubscribe__config_file": str(tmp_path / "relayguard.toml"),
-        "relayguard_milter__venv": str(VENV),
-        "relayguard_milter__config_file": str(tmp_path / "relayguard.toml"),
-        "relayguard_milter__audit_log": str(tmp_path / "audit.jsonl"),
-        "relayguard_milter__socket_path": str(tmp_path / "milter.sock"),
-        "relayguard_milter__socket_group": "root",
-        "relayguard_milter__user": "root",
-        "relayguard_milter__group": "root",
         "relayguard_milter__sources": [
             {"name": "newsletter", "sasl_users": ["news"], "senders": ["news@example.com"]}
         ],
         **variables,
     }
-    return run_playbook("render_unsubscribe.yml", extra, tmp_path)
+    return render_units_and_config("render_unsubscribe.yml", tmp_path, extra)
 
 
 def test_off_by_default_renders_no_unit(tmp_path: Path) -> None:
     run = render(tmp_path)
     assert run.returncode == 0, run.stdout[-3000:]
     assert not (tmp_path / "relayguard-unsubscribe.service").exists()
-    assert "unsubscribe" not in tomllib.loads((tmp_path / "relayguard.toml").read_text())
+    assert "unsubscribe" not in rendered_config(tmp_path)
 
 
 def test_enabled_renders_a_hardened_unit_and_a_checked_config(tmp_path: Path) -> None:
@@ -69,7 +56,7 @@ def test_enabled_renders_a_hardened_unit_and_a_checked_config(tmp_path: Path) ->
     )
     assert run.returncode == 0, run.stdout[-3000:]
     assert "Verify the unit of relayguard-unsubscribe" in run.stdout
-    config = tomllib.loads((tmp_path / "relayguard.toml").read_text())
+    config = rendered_config(tmp_path)
     assert config["unsubscribe"] == UNSUBSCRIBE
     unit = (tmp_path / "relayguard-unsubscribe.service").read_text()
     for line in (
