@@ -8,53 +8,39 @@ temp dir (tests/deploy/render_console.yml), the configuration checked by the rea
 from __future__ import annotations
 
 import subprocess
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.deploy.playbook import run_playbook
+from tests.deploy.playbook import VENV, render_units_and_config, rendered_config
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(300)]
-
-ROOT = Path(__file__).resolve().parents[2]
-VENV = ROOT / ".venv"
 
 
 def render(tmp_path: Path, **variables: Any) -> subprocess.CompletedProcess[str]:
     extra = {
-        "relayguard_service__manager": "systemd",
-        "relayguard_service__unit_dir": str(tmp_path),
-        "relayguard_service__start": False,
         "relayguard_console__venv": str(VENV),
-        "relayguard_milter__venv": str(VENV),
-        "relayguard_milter__config_file": str(tmp_path / "relayguard.toml"),
         "relayguard_console__config_file": str(tmp_path / "relayguard.toml"),
-        "relayguard_milter__audit_log": str(tmp_path / "audit.jsonl"),
-        "relayguard_milter__socket_path": str(tmp_path / "milter.sock"),
-        "relayguard_milter__socket_group": "root",
-        "relayguard_milter__user": "root",
-        "relayguard_milter__group": "root",
         "relayguard_milter__sources": [
             {"name": "printer", "sasl_users": ["printer"], "senders": ["scan@example.com"]}
         ],
         **variables,
     }
-    return run_playbook("render_console.yml", extra, tmp_path)
+    return render_units_and_config("render_console.yml", tmp_path, extra)
 
 
 def test_off_by_default_no_console_table(tmp_path: Path) -> None:
     run = render(tmp_path)
     assert run.returncode == 0, run.stdout[-3000:]
-    assert "console" not in tomllib.loads((tmp_path / "relayguard.toml").read_text())
+    assert "console" not in rendered_config(tmp_path)
 
 
 def test_enabled_renders_the_table_and_a_hardened_unit(tmp_path: Path) -> None:
     run = render(tmp_path, relayguard_console__enabled=True)
     assert run.returncode == 0, run.stdout[-3000:]
     assert "Verify the unit of relayguard-console" in run.stdout
-    console = tomllib.loads((tmp_path / "relayguard.toml").read_text())["console"]
+    console = rendered_config(tmp_path)["console"]
     assert console == {
         "address": "127.0.0.1",
         "port": 8443,
@@ -71,6 +57,7 @@ def test_enabled_renders_the_table_and_a_hardened_unit(tmp_path: Path) -> None:
         "NoNewPrivileges=yes",
         "CapabilityBoundingSet=\n",
         f"ExecStart={VENV}/bin/relayguard console serve --config {tmp_path}/relayguard.toml",
+        "ExecReload=/bin/kill -HUP $MAINPID\n",  # systemctl reload rereads the config
     ):
         assert line in unit, line
     assert "Verify the unit of relayguard-quarantine-helper" in run.stdout

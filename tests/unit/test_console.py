@@ -27,6 +27,8 @@ from relayguard.engine.quarantine import Held, QuarantineError
 from relayguard.services.console.accounts import Accounts
 from relayguard.services.console.app import Console, Extras
 from relayguard.services.console.audit_index import AuditIndex
+from relayguard.services.console.login_audit import MAX_LINES, LoginAudit
+from relayguard.services.console.login_guard import LoginGuard
 from relayguard.state.factory import open_store
 
 pytestmark = pytest.mark.unit
@@ -260,9 +262,96 @@ def test_each_failed_login_is_audited_with_the_name_typed_never_the_password(sit
     assert user.startswith("mallory\\n" + "x" * 55) and "[clipped" in user and "\n" not in user
     assert secret not in (site.directory / "audit.jsonl").read_text()
     assert site.login("alice", secret) == 401  # the third: alice is locked out
-    assert site.login("alice", PASSWORD) == 429  # refused while locked: audited too
+    assert site.login("alice", PASSWORD) == 429  # refused while locked: counted, not a line
     reasons = [f["reason"] for f in site.admin("console_login_failed")]
-    assert reasons == ["wrong name or password"] * 3 + ["locked out"]
+    assert reasons == ["wrong name or password"] * 3
+    lockout = site.admin("console_lockout")
+    assert [(r["user"], r["client"], r["attempts"]) for r in lockout] == [
+        ("alice", "testclient", "3")
+    ]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def with_clock(site: Site, budget: int = MAX_LINES) -> FakeClock:
+    """The login limits and their audit on a clock the test moves (as configured: 3 tries)."""
+    clock = FakeClock()
+    site.console.guard = LoginGuard(3, 300, 900, clock)
+    site.console.login_audit = LoginAudit(300, budget, clock)
+    return clock
+
+
+def failed_login_lines(site: Site) -> list[dict[str, object]]:
+    events = ("console_login_failed", "console_lockout", "console_login_refused")
+    return [r for r in site.audit if r.get("event") in events]
+
+
+def post_logins(client: TestClient, count: int, user: str, password: str) -> list[int]:
+    """`count` login attempts with one form token (a refused login keeps the session)."""
+    client.cookies.clear()
+    csrf = token(client.get("/login").text)
+    return [
+        client.post(
+            "/login", data={"user": user, "password": password, "csrf": csrf},
+            follow_redirects=False,
+        ).status_code
+        for _ in range(count)
+    ]  # fmt: skip
+
+
+def test_a_burst_of_failed_logins_writes_a_few_lines_that_say_what_happened(site: Site) -> None:
+    clock = with_clock(site)
+    secret = "guess-number-500"
+    codes = post_logins(site.client, 500, "alice", secret)
+    assert codes == [401] * 3 + [429] * 497
+    lines = failed_login_lines(site)
+    assert [(r["event"], r["user"], r["client"]) for r in lines] == [
+        ("console_login_failed", "alice", "testclient"),
+    ] * 3 + [("console_lockout", "alice", "testclient")]
+    assert lines[3]["attempts"] == "3"
+    clock.now += 901  # the lock-out and the window are over: the next login carries the count
+    assert site.login() == 303
+    summary = site.admin("console_login_refused")
+    assert len(summary) == 1 and summary[0]["refused_while_locked"] == "497"
+    assert summary[0]["clients"] == "testclient x497" and summary[0]["users"] == "alice x497"
+    assert str(summary[0]["reason"]).startswith("497 attempts refused while locked out")
+    assert len(failed_login_lines(site)) == 5
+    assert secret not in (site.directory / "audit.jsonl").read_text()
+
+
+def test_rotating_names_and_addresses_meets_a_cap_and_one_summary(site: Site) -> None:
+    clock = with_clock(site, budget=6)
+    app = site.client.app
+    for n in range(12):  # each from its own loopback address, at its own name: nothing locks
+        client = TestClient(app, base_url="http://127.0.0.1", client=(f"127.0.0.{n + 1}", 5000))
+        assert post_logins(client, 1, f"guess{n}", "wrong password!!") == [401]
+    lines = failed_login_lines(site)
+    assert [r["user"] for r in lines] == [f"guess{n}" for n in range(6)]
+    clock.now += 301
+    assert site.login() == 303
+    (summary,) = site.admin("console_login_refused")
+    assert (summary["failed_unaudited"], summary["refused_while_locked"]) == ("6", "0")
+    assert summary["clients"] == ", ".join(f"127.0.0.{n + 1} x1" for n in range(6, 12))
+
+
+def test_the_summary_of_refused_logins_is_written_at_shutdown(tmp_path: Path) -> None:
+    (tmp_path / "relayguard.toml").write_text(CONFIG.format(dir=tmp_path))
+    config = load_config(tmp_path / "relayguard.toml")
+    assert config.console is not None
+    console = Console(config, config.console, None, hold=FakeHold({}))  # type: ignore[arg-type]
+    with TestClient(console.app(), base_url="http://127.0.0.1") as client:
+        assert post_logins(client, 10, "mallory", "wrong password!!") == [401] * 3 + [429] * 7
+    lines = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [x["event"] for x in lines] == ["console_login_failed"] * 3 + [
+        "console_lockout", "console_login_refused",
+    ]  # fmt: skip
+    assert lines[-1]["refused_while_locked"] == "7" and lines[-1]["users"] == "mallory x7"
 
 
 def test_login_without_the_form_token_is_refused(site: Site) -> None:

@@ -20,7 +20,7 @@ from relayguard.engine.admin import AdminError, audit_admin
 from relayguard.services.console.accounts import ROLES, AccountError, Accounts
 from relayguard.services.console.app import Console, Extras
 from relayguard.services.console.audit_index import AuditIndex
-from relayguard.services.http import serve_asgi
+from relayguard.services.http import reload_on_sighup, serve_asgi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
     audit_log = config.relay.audit_log
     index = AuditIndex(settings.index_path, audit_log) if audit_log else None
     console = Console(config, settings, index, Extras(InventoryView, ReportView))
+    reload_on_sighup(args.config, console.reload)
     serve_asgi(console.app(), console.listener)
     return EXIT_OK
 

@@ -29,12 +29,16 @@ class LoginGuard:
         lockout: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.attempts = attempts
-        self.window = window
-        self.lockout = lockout
+        self.configure(attempts, window, lockout)
         self._clock = clock
         self._failures: dict[str, _Failures] = {}
         self._lock = threading.Lock()
+
+    def configure(self, attempts: int, window: float, lockout: float) -> None:
+        """New limits (SIGHUP); the failures counted and the lock-outs running are kept."""
+        self.attempts = attempts
+        self.window = window
+        self.lockout = lockout
 
     def locked(self, *keys: str) -> bool:
         now = self._clock()
