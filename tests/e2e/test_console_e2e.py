@@ -26,7 +26,15 @@ from relayguard.services.console.app import Console
 from relayguard.services.console.audit_index import AuditIndex
 from tests.e2e.conftest import DEVICE_USER, StackFactory
 from tests.support.milter_process import MilterProcess
-from tests.support.stack import LOOPBACK, RelayStack, free_ports, make_dir, make_message, wait_until
+from tests.support.stack import (
+    LOOPBACK,
+    WAIT_SECONDS,
+    RelayStack,
+    free_ports,
+    make_dir,
+    make_message,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -111,7 +119,9 @@ def test_release_from_the_console_delivers_and_the_kill_switch_refuses(
             f"/quarantine/{queue_id}/release", data={"csrf": token(shown), "confirm": "yes"}
         )
         assert released.status_code == 200
-        assert wait_until(lambda: any(m.subject == "held by yara" for m in stack.sink.messages), 20)
+        assert wait_until(
+            lambda: any(m.subject == "held by yara" for m in stack.sink.messages), WAIT_SECONDS
+        )
 
         page = client.get("/sources/printer").text
         disabled = client.post(
@@ -206,15 +216,18 @@ def test_an_unprivileged_console_releases_through_the_root_helper(
             )
             assert released.status_code == 303, released.text
         assert wait_until(
-            lambda: any(m.subject == "held for the helper" for m in stack.sink.messages), 20
+            lambda: any(m.subject == "held for the helper" for m in stack.sink.messages),
+            WAIT_SECONDS,
+        )
+        # The helper logs after its reply has gone out: wait for the line before stopping it.
+        logged = f"release {queue_id} from uid {pwd.getpwnam('nobody').pw_uid}: ok"
+        assert wait_until(lambda: logged in helper_log.read_text(), WAIT_SECONDS), (
+            helper_log.read_text()
         )
     finally:
         for process in (console, helper):
             process.terminate()
             process.wait(10)
-    assert f"release {queue_id} from uid {pwd.getpwnam('nobody').pw_uid}: ok" in (
-        helper_log.read_text()
-    )
     assert not helper_socket.exists()  # removed on SIGTERM
     lines = [json.loads(x) for x in config.relay.audit_log.read_text().splitlines()]
     assert {

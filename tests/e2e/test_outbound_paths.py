@@ -15,7 +15,6 @@ also verify the sink's self-signed certificate against a name, which these loopb
 
 from __future__ import annotations
 
-import re
 import smtplib
 import subprocess
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import pytest
 
 from tests.support.milter_process import MilterProcess
 from tests.support.stack import (
+    WAIT_SECONDS,
     PostfixInstance,
     ReceivedMessage,
     SmtpSink,
@@ -144,7 +144,7 @@ class PathRelay:
             found[:] = [m for m in (sink or self.sink).messages if m.subject == subject]
             return bool(found)
 
-        assert wait_until(arrived, 15), f"{subject!r} not delivered"
+        assert wait_until(arrived, WAIT_SECONDS), f"{subject!r} not delivered"
         return found[0]
 
 
@@ -195,9 +195,9 @@ def test_each_source_leaves_from_its_paths_address(relay: PathRelay) -> None:
     assert peer_address(bulk) == "127.0.0.2"
     assert peer_address(invoice) == "127.0.0.3"
     assert peer_address(scan) == "127.0.0.1"
-    log = relay.postfix.log_text()
-    assert "postfix/relayguard-path-bulk/smtp" in log
-    assert "postfix/relayguard-path-transactional/smtp" in log
+    # The delivery agent logs after the sink's reply, and postlogd writes the line later still.
+    relay.postfix.wait_for_log("postfix/relayguard-path-bulk/smtp")
+    relay.postfix.wait_for_log("postfix/relayguard-path-transactional/smtp")
 
 
 def test_mail_that_did_not_pass_policy_leaves_by_the_default_path(relay: PathRelay) -> None:
@@ -244,14 +244,12 @@ def test_dlp_routed_mail_keeps_its_path_and_goes_over_tls(relay: PathRelay) -> N
     # ...but only the card mail had to go over TLS (the relay's own level here is "none").
     assert card.tls
     assert not plain.tls
-    log = relay.postfix.log_text()
-    assert re.search(
-        r"postfix/relayguard-tls-partner/smtp\[\d+\]: \w+: to=<alice@example.com>,.* status=sent",
-        log,
+    # The delivery agent logs after the sink's reply, and postlogd writes the line later still.
+    relay.postfix.wait_for_log(
+        r"postfix/relayguard-tls-partner/smtp\[\d+\]: \w+: to=<alice@example.com>,.* status=sent"
     )
-    assert re.search(
-        r"postfix/relayguard-path-partner/smtp\[\d+\]: \w+: to=<alice@example.com>,.* status=sent",
-        log,
+    relay.postfix.wait_for_log(
+        r"postfix/relayguard-path-partner/smtp\[\d+\]: \w+: to=<alice@example.com>,.* status=sent"
     )
 
 

@@ -36,7 +36,8 @@ from tests.support.stack import (
     render,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(30)]
+# A guard against hangs, not a measure: fifty TLS sessions took 26 s on a loaded 2-core machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 RCPT = "someone@example.test"
 SENDER = "scanner@example.test"

@@ -6,6 +6,7 @@ milter is the real `relayguard milter` process on a unix socket that Postfix's s
 
 from __future__ import annotations
 
+import re
 import smtplib
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,7 @@ def test_device_sends_over_submission_and_message_arrives_with_trace_header(
     line = r.audit_lines()[-1]
     assert (line["source"], line["sasl_user"], line["action"]) == ("printer", DEVICE_USER, "accept")
     assert line["queue_id"]  # Postfix's real queue id, to correlate with its log
-    assert str(line["queue_id"]) in r.stack.postfix.log_text()
+    r.stack.postfix.wait_for_log(re.escape(str(line["queue_id"])))  # postlogd writes it later
 
 
 def test_implicit_tls_port_works_too(relay: Callable[..., Relay]) -> None:

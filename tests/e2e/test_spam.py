@@ -21,6 +21,7 @@ import pytest
 from tests.support.milter_process import MilterProcess
 from tests.support.rspamd import GTUBE, Rspamd
 from tests.support.stack import (
+    WAIT_SECONDS,
     PostfixInstance,
     SmtpSink,
     free_ports,
@@ -88,7 +89,7 @@ class SpamRelay:
             found[:] = [m.message() for m in self.sink.messages if m.subject == subject]
             return bool(found)
 
-        assert wait_until(arrived, 15), f"{subject!r} not delivered"
+        assert wait_until(arrived, WAIT_SECONDS), f"{subject!r} not delivered"
         return found[0]
 
     def spam_entry(self, message: EmailMessage) -> dict[str, Any]:

@@ -15,6 +15,7 @@ Rules these helpers keep, learned on the project's machines:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import email
@@ -60,6 +61,10 @@ DOVEADM = "/usr/bin/doveadm"
 
 RELAY_HOSTNAME = "relay.test.invalid"
 SINK_HOSTNAME = "sink.test.invalid"
+
+#: How long the helpers wait for something that goes through Postfix's queue manager or log by
+#: default. Only a failing test waits this long; CI runs the whole suite on a loaded 2-core machine.
+WAIT_SECONDS = 30.0
 
 
 class StackError(RuntimeError):
@@ -450,10 +455,15 @@ class PostfixInstance:
             ("master.cf", self.render_master_cf()),
         ):
             path = self.config_directory / name
-            path.write_text(text)
+            # Written aside and renamed into place, as Ansible's template module does: a daemon
+            # that starts while a running instance is reconfigured (``reload``) must never read
+            # a half-written file (it would run without the milter, SASL or its queue directory).
+            draft = path.with_name(f".{name}.draft")
+            draft.write_text(text)
             # Postfix re-reads a configuration file modified within the last
             # second until it is older (about 2 s per fresh file): backdate it.
-            os.utime(path, (backdated, backdated))
+            os.utime(draft, (backdated, backdated))
+            os.replace(draft, path)
 
     def postfix(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         """Run ``postfix -c CONFIG_DIR ARGS`` and return the finished process."""
@@ -548,7 +558,9 @@ class PostfixInstance:
         except FileNotFoundError:
             return 0
 
-    def wait_for_log(self, pattern: str, timeout: float = 10.0, since: int = 0) -> re.Match[str]:
+    def wait_for_log(
+        self, pattern: str, timeout: float = WAIT_SECONDS, since: int = 0
+    ) -> re.Match[str]:
         """Wait until ``pattern`` (a regex) appears in the log after offset ``since``."""
         regex = re.compile(pattern)
         found: list[re.Match[str]] = []
@@ -570,8 +582,21 @@ class PostfixInstance:
             raise StackError(f"postqueue -j failed: {result.stderr.strip()}")
         return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
-    def wait_queue_empty(self, timeout: float = 10.0) -> None:
-        if not wait_until(lambda: not self.queue(), timeout, interval=0.1):
+    def wait_queue_empty(self, timeout: float = WAIT_SECONDS) -> None:
+        """Wait until two listings in a row are empty.
+
+        showq lists the active queue before the incoming one: a message the queue manager moves
+        from incoming to active between the two is in neither listing. Whatever one listing
+        misses that way, the next one sees (or it was delivered in between).
+        """
+        empty_before = [False]
+
+        def empty_twice() -> bool:
+            empty = not self.queue()
+            twice, empty_before[0] = empty and empty_before[0], empty
+            return twice
+
+        if not wait_until(empty_twice, timeout, interval=0.1):
             raise StackError(f"queue not empty after {timeout}s: {self.queue()}")
 
     def _log_tail(self, lines: int = 30) -> str:
@@ -718,6 +743,14 @@ class ReceivedMessage:
 CLOSE_CONNECTION = "close the connection"
 
 
+@dataclass(frozen=True)
+class HeldDelivery:
+    """For SmtpSink.hold_next: a delivery kept in flight, the relay waiting for the sink's reply."""
+
+    arrived: threading.Event = field(default_factory=threading.Event)  # the whole DATA is in
+    release: threading.Event = field(default_factory=threading.Event)  # set it: the sink answers
+
+
 @dataclass
 class _SinkHandler:
     messages: list[ReceivedMessage] = field(default_factory=list)
@@ -725,6 +758,7 @@ class _SinkHandler:
     # Replies to give instead of storing (first in, first out): a smarthost that fails.
     failures: list[str] = field(default_factory=list)
     attempts: int = 0
+    held: HeldDelivery | None = None
 
     # aiosmtpd looks hooks up by this exact name.
     async def handle_DATA(  # noqa: N802
@@ -742,6 +776,12 @@ class _SinkHandler:
             helo=str(session.host_name or ""),
             tls=session.ssl is not None,
         )
+        with self.changed:
+            held, self.held = self.held, None
+        if held is not None:
+            held.arrived.set()
+            # Off the event loop: other sessions go on while this one waits.
+            await asyncio.get_running_loop().run_in_executor(None, held.release.wait)
         with self.changed:
             self.attempts += 1
             if self.failures:
@@ -806,13 +846,20 @@ class SmtpSink:
         with self._handler.changed:
             self._handler.failures.extend(replies)
 
+    def hold_next(self) -> HeldDelivery:
+        """Keep the next delivery in flight: its reply waits until ``release`` is set."""
+        held = HeldDelivery()
+        with self._handler.changed:
+            self._handler.held = held
+        return held
+
     @property
     def attempts(self) -> int:
         """Every DATA the sink answered, stored or failed."""
         with self._handler.changed:
             return self._handler.attempts
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedMessage]:
+    def wait_for(self, count: int, timeout: float = WAIT_SECONDS) -> list[ReceivedMessage]:
         """Wait until at least ``count`` messages arrived; return all of them."""
         deadline = time.monotonic() + timeout
         with self._handler.changed:
@@ -979,8 +1026,10 @@ __all__ = [
     "LOOPBACK",
     "RELAY_HOSTNAME",
     "SINK_HOSTNAME",
+    "WAIT_SECONDS",
     "ClientPki",
     "DovecotSasl",
+    "HeldDelivery",
     "PostfixInstance",
     "RawSmtp",
     "ReceivedMessage",
