@@ -43,7 +43,7 @@ import redis
 from tests.deploy.playbook import service_vars
 from tests.support.dns_server import DnsServer
 from tests.support.rspamd import GTUBE
-from tests.support.stack import SmtpSink, device_tls_context, make_dir, make_message
+from tests.support.stack import SmtpSink, device_tls_context, make_dir, make_message, wait_until
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(900)]
 
@@ -623,3 +623,28 @@ def test_systemd_units_verify_and_are_hardened(appliance: Appliance, tmp_path: P
         with contextlib.suppress(OSError):
             (appliance.workdir / f"{name}.security.txt").write_text(security.stdout)
         assert level.group(2) == "OK", security.stdout  # systemd's best rating band
+
+
+def test_a_changed_console_setting_reloads_the_console(appliance: Appliance) -> None:
+    """A setting the console rereads (session length) is applied with SIGHUP, not a restart: the
+    same process goes on (sessions and lock-outs kept) and logs the reload. Last in this module:
+    it leaves the changed setting deployed."""
+    assert appliance.second.returncode == 0
+    pid = Path("/run/relayguard-console.pid").read_text().strip()
+    log = Path("/var/log/relayguard-console.log")
+    offset = log.stat().st_size
+    argv = [
+        str(APPLIANCE),
+        "-i", str(appliance.workdir / "state-inventory.yml"),
+        "-e", f"@{appliance.workdir / 'extra-vars.json'}",
+        "-e", "relayguard_console__session_minutes=60",
+    ]  # fmt: skip
+    run = _run(argv, appliance.workdir / "console-reload-run.log")
+    assert run.returncode == 0, run.output[-4000:]
+    assert "RUNNING HANDLER [relayguard_console : Reload the relayguard console]" in run.output
+    assert "RUNNING HANDLER [relayguard_console : Restart the relayguard console]" not in run.output
+    assert Path("/run/relayguard-console.pid").read_text().strip() == pid
+    assert wait_until(lambda: b" reloaded" in log.read_bytes()[offset:], 30)
+    assert "\nsession_minutes = 60\n" in MILTER_CONFIG.read_text()
+    status, page = _http("GET", CONSOLE_PORT, "/login")
+    assert status == 200 and b"<form" in page
