@@ -85,6 +85,19 @@ def _triggered(profile: Profile, met: dict[str, int]) -> Verdict:
     return Verdict(NAME, action, reason, headers=headers, facts=facts)
 
 
+def compile_prefilters(settings: DlpSettings) -> None:
+    """Compiles the Hyperscan prefilters of the detectors the profiles use (none without a
+    profile: Hyperscan is then not even imported). See Prefilter.compile for when and why."""
+    used = {
+        id(detector.prefilter): detector.prefilter
+        for profile in settings.profiles.values()
+        for detector in (settings.detectors[name] for name in profile.thresholds)
+        if detector.prefilter is not None
+    }
+    for prefilter in used.values():
+        prefilter.compile()
+
+
 def checks(config: Config) -> tuple[Check, ...]:
     if not config.content.dlp.profiles:
         return ()

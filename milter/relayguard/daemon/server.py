@@ -34,7 +34,7 @@ from relayguard import metrics
 from relayguard.config import Config, MilterSettings, load_config
 from relayguard.core.errors import ConfigError
 from relayguard.daemon.adapter import listen, run_worker
-from relayguard.engine.runtime import Runtime, RuntimeHolder, prepare_process
+from relayguard.engine.runtime import Runtime, RuntimeHolder, prepare_process, prepare_supervisor
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class Supervisor:
         drop_privileges(self.config.milter.user)
         # Before the first fork: workers inherit the metrics directory (metrics.py).
         exporter = metrics.start_exporter(self.config, lambda: self.config)
+        prepare_supervisor(self.config)
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
@@ -163,6 +164,7 @@ class Supervisor:
         except ConfigError as exc:
             log.error("SIGHUP: configuration refused, keeping the running one:\n%s", exc)
             return
+        prepare_supervisor(self.config)  # for the workers forked from now on
         self.generation.value += 1
         log.info(
             "SIGHUP: configuration valid, workers reload (generation %d)", self.generation.value

@@ -286,15 +286,18 @@ def scan_text(text: str, detectors: Sequence[Detector]) -> dict[str, list[Match]
 def iter_matches(text: str, detectors: Sequence[Detector]) -> Iterator[Match]:
     """The matches of each detector in turn, as they are found. A detector with a prefilter runs
     only on the lines it flags (one Hyperscan pass for all the built-ins), a keyword dictionary
-    only where one of its keywords starts (one pass each); a custom pattern runs over the whole
-    text on RE2."""
-    lines: dict[str, list[tuple[int, int]]] = {}
-    for used in {id(d.prefilter): d.prefilter for d in detectors if d.prefilter}.values():
-        lines.update(used.lines(text, [d.name for d in detectors if d.prefilter is used]))
+    only where one of its keywords starts (one pass each), all found in one trip to the scan
+    thread (prefilter.locate); a custom pattern runs over the whole text on RE2."""
+    prefilters: dict[Prefilter, list[str]] = {}
     for detector in detectors:
-        starts = detector.keywords.starts(text) if detector.keywords is not None else None
         if detector.prefilter is not None:
-            yield from detector.find_on_lines(text, lines[detector.name])
+            prefilters.setdefault(detector.prefilter, []).append(detector.name)
+    dictionaries = [d.keywords for d in detectors if d.keywords is not None]
+    located = prefilter.locate(text, prefilters, dictionaries)
+    for detector in detectors:
+        starts = located.starts[detector.keywords] if detector.keywords is not None else None
+        if detector.prefilter is not None:
+            yield from detector.find_on_lines(text, located.lines[detector.name])
         elif starts is not None:
             yield from detector.find_at(text, starts)
         else:

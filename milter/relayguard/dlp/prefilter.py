@@ -22,7 +22,8 @@ Unicode): the superset holds for any text. Hyperscan is linear in the text, like
 A keyword dictionary (`Keywords`) is one pass of its keywords as caseless literals: it gives where
 a keyword can start, and the dictionary's `re` alternation is tried there only (an alternation of
 1,000 words on `re` costs seconds per MB: it tries every word at every word start).
-Every scan runs on one thread of the process's own (`on_scan_thread`: why, there).
+Every scan runs on one thread of the process's own (`on_scan_thread`: why, there), and `locate`
+makes it one trip there per text, for the built-ins and every dictionary together.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, TypeVar
 
@@ -106,43 +108,63 @@ class _Lines:
 
 class Prefilter:
     """Candidate expressions over the ASCII copy, each flagging the lines of one detector.
-    Compiled on first use; `lines` may be called from any thread (it scans on_scan_thread)."""
+    Compiled by `compile` or on first use; `lines` may be called from any thread (it scans
+    on_scan_thread)."""
 
     def __init__(self, expressions: Sequence[tuple[str, str]]) -> None:
         self.names = tuple(dict.fromkeys(name for name, _ in expressions))
         self.expressions = tuple(expressions)
         self._database: hyperscan.Database | None = None
+        self._compiling = threading.Lock()
         self._scratch: hyperscan.Scratch | None = None  # used on the scan thread only
 
-    def _compiled(self) -> tuple[hyperscan.Database, hyperscan.Scratch]:
-        """On the scan thread: compiled on first use."""
-        if self._database is None or self._scratch is None:
-            # Imported here: the first scan loads it, not every command reading the configuration.
+    @property
+    def compiled(self) -> bool:
+        return self._database is not None
+
+    def compile(self) -> None:
+        """Compiles the database now, once (50-80 ms here). The milter's supervisor calls it
+        before it forks its workers (engine/runtime.py, prepare_supervisor), so no worker pays
+        it on its first message and the workers share the database's pages instead of holding
+        a copy each. That is safe off the scan thread: a database is plain memory that scans only
+        read, and compiling calls no Python code back (only a scan's match handler does, see
+        on_scan_thread). The scratch space a scan writes is made on the scan thread, per
+        process (`_scratch_here`). Without that call, the first scan compiles it."""
+        with self._compiling:
+            if self._database is None:
+                # Imported here: reading a configuration does not load it.
+                import hyperscan  # noqa: PLC0415
+
+                database = hyperscan.Database()
+                database.compile(
+                    expressions=[e.encode("ascii") for _, e in self.expressions],
+                    ids=[self.names.index(name) for name, _ in self.expressions],
+                    elements=len(self.expressions),
+                    flags=[0] * len(self.expressions),
+                )
+                self._database = database
+
+    def _scratch_here(self) -> tuple[hyperscan.Database, hyperscan.Scratch]:
+        """On the scan thread: the database (compiled if it is not yet) and its scratch."""
+        self.compile()
+        assert self._database is not None
+        if self._scratch is None:
             import hyperscan  # noqa: PLC0415
 
-            database = hyperscan.Database()
-            database.compile(
-                expressions=[e.encode("ascii") for _, e in self.expressions],
-                ids=[self.names.index(name) for name, _ in self.expressions],
-                elements=len(self.expressions),
-                flags=[0] * len(self.expressions),
-            )
-            self._database, self._scratch = database, hyperscan.Scratch(database)
+            self._scratch = hyperscan.Scratch(self._database)
         return self._database, self._scratch
+
+    def scan_chunk(
+        self, data: bytes, offset: int, wanted: Sequence[bool], spans: list[Spans]
+    ) -> None:
+        """On the scan thread: adds the lines of DATA (at OFFSET in the text) to SPANS."""
+        database, scratch = self._scratch_here()
+        collector = _Lines(data, offset, wanted, spans)
+        database.scan(data, match_event_handler=collector.on_match, scratch=scratch)
 
     def lines(self, text: str, names: Sequence[str], chunk: int = CHUNK) -> dict[str, Spans]:
         """(start, end) character spans of the lines where each of NAMES may match in TEXT."""
-        wanted = [name in names for name in self.names]
-        spans: list[Spans] = [[] for _ in self.names]
-
-        def scan() -> None:
-            database, scratch = self._compiled()
-            for start, data in _chunks(text, chunk):
-                collector = _Lines(data, start, wanted, spans)
-                database.scan(data, match_event_handler=collector.on_match, scratch=scratch)
-
-        on_scan_thread(scan)
-        return {name: spans[i] for i, name in enumerate(self.names) if wanted[i]}
+        return locate(text, {self: names}, (), chunk).lines
 
 
 def _chunks(text: str, chunk: int) -> Iterator[tuple[int, bytes]]:
@@ -172,7 +194,7 @@ class Keywords:
     0.2 s per 1,000 keywords), so a configuration load pays it before workers fork."""
 
     def __init__(self, words: Sequence[str]) -> None:
-        import hyperscan  # noqa: PLC0415  (see Prefilter._compiled)
+        import hyperscan  # noqa: PLC0415  (see Prefilter.compile)
 
         self.lengths = [len(word) for word in words]
         self.database = hyperscan.Database()
@@ -184,27 +206,65 @@ class Keywords:
         )
         self._scratch: hyperscan.Scratch | None = None  # used on the scan thread only
 
+    def scan_chunk(self, data: bytes, offset: int, found: set[int]) -> None:
+        """On the scan thread: adds to FOUND where a keyword may start in DATA (at OFFSET)."""
+        if self._scratch is None:
+            import hyperscan  # noqa: PLC0415
+
+            self._scratch = hyperscan.Scratch(self.database)
+
+        def on_match(index: int, _from: int, end: int, _flags: int, _ctx: object) -> None:
+            found.add(offset + end - self.lengths[index])
+
+        self.database.scan(data, match_event_handler=on_match, scratch=self._scratch)
+
     def starts(self, text: str, chunk: int = CHUNK) -> list[int] | None:
         """The offsets in TEXT where a keyword may start, in order; None when the text holds one
         of FOLDS_TO_ASCII (then only a scan of the whole text is exact)."""
-        if any(char in text for char in FOLDS_TO_ASCII):
-            return None
-        found: set[int] = set()
+        return locate(text, {}, (self,), chunk).starts[self]
 
-        def scan() -> None:
-            if self._scratch is None:
-                import hyperscan  # noqa: PLC0415
 
-                self._scratch = hyperscan.Scratch(self.database)
-            for start, data in _chunks(text, chunk):
+@dataclass(frozen=True, slots=True)
+class Located:
+    """What `locate` found: the flagged lines by detector name, and each dictionary's starts."""
 
-                def on_match(index: int, _from: int, end: int, _flags: int, _ctx: object) -> None:
-                    found.add(start + end - self.lengths[index])  # noqa: B023  (called right here)
+    lines: dict[str, Spans]
+    starts: dict[Keywords, list[int] | None]
 
-                self.database.scan(data, match_event_handler=on_match, scratch=self._scratch)
 
+def locate(
+    text: str,
+    prefilters: Mapping[Prefilter, Sequence[str]],
+    dictionaries: Sequence[Keywords],
+    chunk: int = CHUNK,
+) -> Located:
+    """Prefilter.lines of each of PREFILTERS (for the detector names given with it) and
+    Keywords.starts of each of DICTIONARIES, in one job on the scan thread: a text's trip there
+    costs a thread switch each way, whatever it scans. Each chunk of the ASCII copy is encoded
+    once and scanned by every database."""
+    wanted = {used: [name in names for name in used.names] for used, names in prefilters.items()}
+    spans: dict[Prefilter, list[Spans]] = {used: [[] for _ in used.names] for used in prefilters}
+    folds = any(char in text for char in FOLDS_TO_ASCII) if dictionaries else False
+    found: dict[Keywords, set[int]] = {} if folds else {words: set() for words in dictionaries}
+
+    def scan() -> None:
+        for start, data in _chunks(text, chunk):
+            for used in prefilters:
+                used.scan_chunk(data, start, wanted[used], spans[used])
+            for words, starts in found.items():
+                words.scan_chunk(data, start, starts)
+
+    if text and (prefilters or found):
         on_scan_thread(scan)
-        return sorted(found)
+    return Located(
+        lines={
+            name: spans[used][index]
+            for used in prefilters
+            for index, name in enumerate(used.names)
+            if wanted[used][index]
+        },
+        starts={words: sorted(found[words]) if words in found else None for words in dictionaries},
+    )
 
 
 def _literal(word: str) -> bytes:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from relayguard.checks import dlp
 from relayguard.config import Config, load_config
 from relayguard.core.errors import ConfigError
 from relayguard.engine.audit import AuditLog
@@ -32,6 +33,13 @@ def prepare_process() -> None:
 
     dkim_openssl.install()
     keep_large_buffers_unmapped()
+
+
+def prepare_supervisor(config: Config) -> None:
+    """What the milter's supervisor sets up for CONFIG before it forks workers, so that each
+    worker inherits it instead of doing it on its first message: the DLP prefilter's Hyperscan
+    database (50-80 ms to compile here; see Prefilter.compile for why before the fork)."""
+    dlp.compile_prefilters(config.content.dlp)
 
 
 @dataclass(frozen=True, slots=True)
