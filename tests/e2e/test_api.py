@@ -14,6 +14,7 @@ import smtplib
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -334,10 +335,14 @@ def test_postfix_down_is_503_and_nothing_is_lost(api_relay: ApiRelay) -> None:
     )
     assert retried.status_code == 202, retried.text
     api_relay.stack.postfix.flush()
-    delivered = api_relay.stack.sink.wait_for(2)
+    api_relay.stack.sink.wait_for(2)
     api_relay.stack.postfix.wait_queue_empty()  # a third copy would be at the sink by now
-    assert sorted(m.subject for m in api_relay.stack.sink.messages) == ["before", "during"]
-    assert len(delivered) == 2
+    subjects = Counter(m.subject for m in api_relay.stack.sink.messages)
+    # The retry with the same key sent once. "before" may have been in delivery when Postfix
+    # stopped: if the stop came between the sink's 250 and Postfix marking it done, Postfix
+    # delivers it again (at least once, never lost), which the API cannot and need not prevent.
+    assert subjects["during"] == 1 and subjects["before"] >= 1, subjects
+    assert set(subjects) == {"before", "during"}
 
 
 def _send_on(port: int, user: str | None, password: str, source: str) -> tuple[int, str]:
