@@ -12,7 +12,7 @@ from tests.support import dlp_corpus
 
 from relayguard.dlp.detectors import BUILTIN, Detector, Match, custom_detector, scan_text
 from relayguard.dlp.prefilter import BUILTIN as BUILTIN_PREFILTER
-from relayguard.dlp.prefilter import CANDIDATES
+from relayguard.dlp.prefilter import CANDIDATES, locate
 
 pytestmark = pytest.mark.unit
 
@@ -73,7 +73,7 @@ def test_same_matches_as_the_full_scan(text: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(PIECES, max_size=40).map("".join), st.integers(1, 40))
 def test_chunked_lines_cover_every_match(text: str, chunk: int) -> None:
-    lines = BUILTIN_PREFILTER.lines(text, list(CANDIDATES), chunk=chunk)
+    lines = locate(text, {BUILTIN_PREFILTER: list(CANDIDATES)}, (), chunk).lines
     for detector in DETECTORS:
         on_lines = list(detector.find_on_lines(text, lines[detector.name]))
         assert on_lines == list(detector.find(text))
@@ -97,7 +97,7 @@ def test_custom_and_builtin_detectors_together() -> None:
 def test_a_digit_heavy_line_flags_nothing() -> None:
     """The benchmark's body line: a ten-digit run is no candidate of any built-in."""
     line = "The quick brown fox jumps over the lazy dog, 0123456789 ABCDEFGHIJ.\n"
-    assert BUILTIN_PREFILTER.lines(line * 100, list(CANDIDATES)) == {
+    assert locate(line * 100, {BUILTIN_PREFILTER: list(CANDIDATES)}, ()).lines == {
         name: [] for name in CANDIDATES
     }
 
@@ -143,10 +143,12 @@ def test_keyword_dictionaries_find_the_same(text: str, words: set[str]) -> None:
 
 def test_keyword_starts_skip_non_matching_text() -> None:
     dictionary = custom_detector("words", keywords=["falcon", "\u212aey", "été"])
-    assert dictionary.keywords is not None
+    keywords = dictionary.keywords
+    assert keywords is not None
     text = "no FALCONRY; a Falcon, KEY and ÉTÉ\n" * 2
-    assert dictionary.keywords.starts(text) == [3, 15, 23, 31, 38, 50, 58, 66]
-    assert dictionary.keywords.starts("\u212a" + text) is None  # scanned whole: see FOLDS_TO_ASCII
+    assert locate(text, {}, (keywords,)).starts[keywords] == [3, 15, 23, 31, 38, 50, 58, 66]
+    folded = locate("\u212a" + text, {}, (keywords,))
+    assert folded.starts[keywords] is None  # scanned whole: see FOLDS_TO_ASCII
 
 
 def test_a_keyword_inside_a_longer_match_is_not_found_again() -> None:

@@ -127,7 +127,8 @@ if report["compiled"]:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
-        lines = prefilter.BUILTIN.lines("card 4111 1111 1111 1111\\nnothing\\n", ["card_number"])
+        text = "card 4111 1111 1111 1111\\nnothing\\n"
+        lines = prefilter.locate(text, {prefilter.BUILTIN: ["card_number"]}, ()).lines
         os.write(write, json.dumps(lines).encode())
         os._exit(0)
     os.close(write)

@@ -108,8 +108,7 @@ class _Lines:
 
 class Prefilter:
     """Candidate expressions over the ASCII copy, each flagging the lines of one detector.
-    Compiled by `compile` or on first use; `lines` may be called from any thread (it scans
-    on_scan_thread)."""
+    Compiled by `compile` or on first use; scanned through `locate`, from any thread."""
 
     def __init__(self, expressions: Sequence[tuple[str, str]]) -> None:
         self.names = tuple(dict.fromkeys(name for name, _ in expressions))
@@ -146,7 +145,8 @@ class Prefilter:
 
     def _scratch_here(self) -> tuple[hyperscan.Database, hyperscan.Scratch]:
         """On the scan thread: the database (compiled if it is not yet) and its scratch."""
-        self.compile()
+        if self._database is None:
+            self.compile()
         assert self._database is not None
         if self._scratch is None:
             import hyperscan  # noqa: PLC0415
@@ -161,10 +161,6 @@ class Prefilter:
         database, scratch = self._scratch_here()
         collector = _Lines(data, offset, wanted, spans)
         database.scan(data, match_event_handler=collector.on_match, scratch=scratch)
-
-    def lines(self, text: str, names: Sequence[str], chunk: int = CHUNK) -> dict[str, Spans]:
-        """(start, end) character spans of the lines where each of NAMES may match in TEXT."""
-        return locate(text, {self: names}, (), chunk).lines
 
 
 def _chunks(text: str, chunk: int) -> Iterator[tuple[int, bytes]]:
@@ -218,11 +214,6 @@ class Keywords:
 
         self.database.scan(data, match_event_handler=on_match, scratch=self._scratch)
 
-    def starts(self, text: str, chunk: int = CHUNK) -> list[int] | None:
-        """The offsets in TEXT where a keyword may start, in order; None when the text holds one
-        of FOLDS_TO_ASCII (then only a scan of the whole text is exact)."""
-        return locate(text, {}, (self,), chunk).starts[self]
-
 
 @dataclass(frozen=True, slots=True)
 class Located:
@@ -238,8 +229,10 @@ def locate(
     dictionaries: Sequence[Keywords],
     chunk: int = CHUNK,
 ) -> Located:
-    """Prefilter.lines of each of PREFILTERS (for the detector names given with it) and
-    Keywords.starts of each of DICTIONARIES, in one job on the scan thread: a text's trip there
+    """For each of PREFILTERS, the (start, end) character spans of the lines of TEXT where each
+    detector name given with it may match; for each of DICTIONARIES, the offsets in order where
+    a keyword may start, or None when TEXT holds one of FOLDS_TO_ASCII (then only a scan of the
+    whole text is exact). All in one job on the scan thread: a text's trip there
     costs a thread switch each way, whatever it scans. Each chunk of the ASCII copy is encoded
     once and scanned by every database."""
     wanted = {used: [name in names for name in used.names] for used, names in prefilters.items()}
